@@ -1,0 +1,188 @@
+"""Conv-LoRA: LoRA whose low-rank code passes through a gated mixture of multi-scale convs.
+
+Zhong et al., "Convolution Meets LoRA: Parameter Efficient Finetuning for Segment Anything
+Model", ICLR 2024. For ``z = A(x)`` on the token map (NHWC),
+``y = W0 x + b + (alpha / r) * B(z + g(z) * E_k(z))`` where ``k`` is the top-1 expert.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoseg.peft.gate import NoisyTopOneGate, Routing
+from autoseg.peft.lora import LoRALinear, autocast_active
+
+
+def _inside_backward() -> bool:
+    """Whether we run inside an autograd backward pass (e.g. a checkpoint recompute)."""
+    graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return graph_task_id is not None and graph_task_id() != -1
+
+
+class ConvExpert(nn.Module):
+    """One expert: bicubic upscale by ``scale``, 3x3 conv, GELU, bicubic back to input size.
+
+    Args:
+        rank: Channels in and out (the LoRA rank).
+        scale: Integer upscaling factor; 1 convolves at the input resolution.
+        device: Device of the conv weights.
+        dtype: Dtype of the conv weights.
+
+    Example:
+        >>> expert = ConvExpert(rank=3, scale=2)
+        >>> expert(torch.randn(2, 3, 14, 14)).shape
+        torch.Size([2, 3, 14, 14])
+
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        scale: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if scale < 1:
+            raise ValueError(f"scale must be >= 1, got {scale}")
+        self.scale = scale
+        self.conv = nn.Conv2d(rank, rank, kernel_size=3, padding=1, device=device, dtype=dtype)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Apply the expert to an NCHW map.
+
+        Args:
+            z: ``(B, rank, H, W)``.
+
+        Returns:
+            ``(B, rank, H, W)``; the conv's dtype (autocast's dtype inside autocast).
+
+        """
+        if not autocast_active(z.device.type):
+            z = z.to(self.conv.weight.dtype)
+        height, width = z.shape[-2:]
+        if self.scale > 1:
+            z = F.interpolate(
+                z,
+                size=(height * self.scale, width * self.scale),
+                mode="bicubic",
+                align_corners=False,
+            )
+        y = F.gelu(self.conv(z))
+        if self.scale > 1:
+            y = F.interpolate(y, size=(height, width), mode="bicubic", align_corners=False)
+        return y
+
+    def extra_repr(self) -> str:
+        """Upscaling factor for ``print(model)``."""
+        return f"scale={self.scale}"
+
+
+class ConvLoRALinear(LoRALinear):
+    """Conv-LoRA around a frozen fused ``qkv`` linear layer.
+
+    The low-rank code ``z = A(x)`` is viewed as a ``(B, H, W, r)`` map (a ``(B, N, r)``
+    token sequence is reshaped to ``(B, sqrt(N), sqrt(N), r)``). A noisy top-1 gate on the
+    spatially pooled code picks one of ``num_experts`` conv experts (expert ``i`` works at
+    ``i + 1`` times the resolution) per sample; only that expert runs, and its output is
+    scaled by its router probability and added to ``z`` before ``B``. The last forward's
+    load-balancing loss is kept in :attr:`balance_loss`.
+
+    Args:
+        base: The fused qkv linear layer; frozen in place and kept as ``self.base``.
+        rank: LoRA rank ``r``.
+        alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank``.
+        num_experts: Number of experts ``M`` (scales ``1..M``).
+
+    Example:
+        >>> layer = ConvLoRALinear(nn.Linear(32, 96), rank=3, num_experts=8)
+        >>> x = torch.randn(2, 14, 14, 32)
+        >>> torch.equal(layer(x), layer.base(x))
+        True
+        >>> layer.balance_loss.shape
+        torch.Size([])
+
+    """
+
+    balance_loss: torch.Tensor | None
+
+    def __init__(
+        self, base: nn.Linear, rank: int = 3, alpha: float = 32.0, num_experts: int = 8
+    ) -> None:
+        super().__init__(base, rank=rank, alpha=alpha)
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        factory = {"device": self.lora_A.weight.device, "dtype": self.lora_A.weight.dtype}
+        self.experts = nn.ModuleList(
+            ConvExpert(rank, scale=i + 1, **factory) for i in range(num_experts)
+        )
+        self.gate = NoisyTopOneGate(rank, num_experts, **factory)
+        self.balance_loss = None
+
+    def adapt(self, z: torch.Tensor) -> torch.Tensor:
+        """Add the gated expert output to the low-rank code.
+
+        Args:
+            z: ``(B, H, W, rank)`` map or ``(B, N, rank)`` sequence with ``N`` a square.
+
+        Returns:
+            Tensor shaped like ``z``.
+
+        Raises:
+            ValueError: If ``z`` is neither 3-D nor 4-D, or ``N`` is not a perfect square.
+
+        """
+        if z.dim() == 4:
+            return self._mix_experts(z)
+        if z.dim() == 3:
+            batch, tokens, rank = z.shape
+            side = math.isqrt(tokens)
+            if side * side != tokens:
+                raise ValueError(
+                    f"ConvLoRALinear got a token sequence of length {tokens}, which is not a "
+                    "perfect square, so it cannot be viewed as a square (side x side) map"
+                )
+            mixed = self._mix_experts(z.reshape(batch, side, side, rank))
+            return mixed.reshape(batch, tokens, rank)
+        raise ValueError(
+            "ConvLoRALinear expects input of shape (B, H, W, C) or (B, N, C), "
+            f"got {z.dim()}-D input"
+        )
+
+    def _mix_experts(self, z_map: torch.Tensor) -> torch.Tensor:
+        """``z + g * E_k(z)`` on an NHWC map, recording the balance loss."""
+        routing = self.gate(z_map.mean(dim=(1, 2)))
+        # A checkpointed block re-runs this forward during backward; keeping the recomputed
+        # loss would pin that recompute graph (and its activations) until the next step.
+        if not _inside_backward():
+            self.balance_loss = routing.balance_loss
+        expert_out = self._run_chosen_experts(z_map.permute(0, 3, 1, 2), routing)
+        return z_map + expert_out.permute(0, 2, 3, 1)
+
+    def _run_chosen_experts(self, z: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Run each expert once on the samples routed to it, weighted by the router prob."""
+        index = routing.expert_index
+        # One host sync for all experts instead of one boolean mask (and sync) per expert.
+        counts = torch.bincount(index, minlength=len(self.experts)).tolist()
+        order = torch.argsort(index, stable=True)
+        groups = z.index_select(0, order).split(counts)
+        outputs = [
+            expert(group)
+            for expert, group, count in zip(self.experts, groups, counts, strict=True)
+            if count > 0
+        ]
+        grouped = torch.cat(outputs)
+        weight = routing.expert_weight.index_select(0, order).to(grouped.dtype)
+        grouped = grouped * weight.view(-1, 1, 1, 1)
+        return grouped.index_select(0, torch.argsort(order)).to(z.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Drop the stored loss: a non-leaf tensor would break ``copy.deepcopy``/pickling."""
+        state = super().__getstate__()
+        return {**state, "balance_loss": None}
