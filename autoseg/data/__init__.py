@@ -1,0 +1,80 @@
+"""Data handling: reading files, checking tables, building targets and SAM-ready tensors."""
+
+from autoseg.data.dataset import SegmentationDataset, resize_info_from_item
+from autoseg.data.io import (
+    IMAGE_EXTENSIONS,
+    image_size,
+    list_images,
+    read_image,
+    read_mask,
+    scale_to_uint8,
+)
+from autoseg.data.masks import (
+    IGNORE_INDEX,
+    MaskFormatError,
+    as_single_channel,
+    binary_target,
+    distinct_values,
+    encode_multiclass,
+    infer_problem,
+)
+from autoseg.data.synthetic import make_synthetic_binary
+from autoseg.data.table import (
+    DataValidationError,
+    check_mask_values,
+    check_with,
+    load_table,
+    validate_table,
+)
+from autoseg.data.transforms import (
+    NORMALIZATIONS,
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
+    RandomFlipRotate,
+    ResizeInfo,
+    longest_side_shape,
+    normalize_image,
+    pad_tensor,
+    pad_to_square,
+    preprocess_image,
+    resize_longest_side,
+    resize_mask,
+    restore_logits,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_EXTENSIONS",
+    "NORMALIZATIONS",
+    "SAM_PIXEL_MEAN",
+    "SAM_PIXEL_STD",
+    "DataValidationError",
+    "MaskFormatError",
+    "RandomFlipRotate",
+    "ResizeInfo",
+    "SegmentationDataset",
+    "as_single_channel",
+    "binary_target",
+    "check_mask_values",
+    "check_with",
+    "distinct_values",
+    "encode_multiclass",
+    "image_size",
+    "infer_problem",
+    "list_images",
+    "load_table",
+    "longest_side_shape",
+    "make_synthetic_binary",
+    "normalize_image",
+    "pad_tensor",
+    "pad_to_square",
+    "preprocess_image",
+    "read_image",
+    "read_mask",
+    "resize_info_from_item",
+    "resize_longest_side",
+    "resize_mask",
+    "restore_logits",
+    "scale_to_uint8",
+    "validate_table",
+]

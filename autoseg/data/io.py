@@ -1,0 +1,227 @@
+"""Reading images and masks from disk into plain numpy arrays.
+
+Images always come back as ``(H, W, 3)`` uint8 RGB so that every later step can assume one
+format. Masks come back with their raw stored values (class ids, 0/255, palette indices) so
+that the mask helpers in :mod:`autoseg.data.masks` decide what the values mean.
+
+Pixels are returned in stored order: EXIF orientation tags are ignored, because annotation
+masks are drawn on the stored pixel grid and rotating only the photo would misalign them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+PathLike = str | os.PathLike[str]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+"""File name endings treated as images when a folder is listed."""
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+# PIL modes whose pixels PIL decodes at full precision; other TIFF modes with more than
+# 8 bits per sample are squeezed to 8 bits by keeping the high byte, which turns 12-bit
+# microscopy data into an almost black image, so those go through tifffile instead.
+_PIL_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+_LOW_PERCENTILE = 0.5
+_HIGH_PERCENTILE = 99.5
+
+
+def _needs_tifffile(img: Image.Image) -> bool:
+    """Whether PIL would lose precision on this already-opened TIFF."""
+    if img.format != "TIFF" or img.mode in _PIL_HIGH_DEPTH_MODES:
+        return False
+    bits = img.tag_v2.get(258, (8,))  # 258 = BitsPerSample
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    sample_format = img.tag_v2.get(339, 1)  # 339 = SampleFormat, 3 = IEEE float
+    sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+    return max(bits) > 8 or sample_format == 3
+
+
+def _read_tiff_array(path: PathLike) -> np.ndarray:
+    """First page of a TIFF as ``(H, W)`` or ``(H, W, C)``, channels last."""
+    array = np.asarray(tifffile.imread(path, key=0))
+    if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: unsupported TIFF layout with shape {array.shape}")
+    return array
+
+
+def _open_pixels(path: PathLike) -> tuple[np.ndarray | None, Image.Image | None]:
+    """Open with PIL, or return the tifffile array when PIL cannot read the file faithfully."""
+    is_tiff = str(path).lower().endswith(_TIFF_SUFFIXES)
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        if not is_tiff:
+            raise
+        return _read_tiff_array(path), None
+    if _needs_tifffile(img):
+        img.close()
+        return _read_tiff_array(path), None
+    img.seek(0)  # multi-page files: first page only
+    return None, img
+
+
+def scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Map any numeric array to uint8 with a per-image 0.5..99.5 percentile stretch.
+
+    The stretch keeps a few hot or dead pixels from flattening the contrast of 12/16-bit and
+    float images. All channels share one range so colour balance is preserved. A constant
+    image becomes all zeros. uint8 input is returned unchanged and bool input maps to 0/255.
+
+    Args:
+        array: Array of any numeric or bool dtype.
+
+    Returns:
+        uint8 array of the same shape.
+
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(array.shape, dtype=np.uint8)
+    low, high = np.percentile(values[finite], [_LOW_PERCENTILE, _HIGH_PERCENTILE])
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous, writable array (arrays viewing PIL's buffer are read-only)."""
+    if array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, order="C")
+
+
+def _to_rgb(array: np.ndarray) -> np.ndarray:
+    """Bring an ``(H, W)`` or ``(H, W, C)`` array to three channels."""
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.shape[2] >= 3:
+        return array[:, :, :3]  # alpha / extra channels dropped
+    return np.repeat(array[:, :, :1], 3, axis=2)  # grey + alpha
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as an ``(H, W, 3)`` uint8 RGB array.
+
+    PNG, JPEG, TIFF and BMP are supported (anything PIL opens works too). Conversions:
+
+    * grayscale and 1-bit images are replicated to three channels;
+    * palette images are converted to their RGB colours;
+    * RGBA / LA images lose their alpha channel (it is dropped, not composited);
+    * 16-bit, 32-bit and float images (including multi-channel TIFFs, read with
+      ``tifffile``) are stretched per image so that the 0.5th..99.5th percentile maps to
+      0..255 (see :func:`scale_to_uint8`). 16-bit RGB PNGs are an exception: PIL keeps
+      their high byte only.
+    * only the first page of multi-page files is read; EXIF orientation is ignored.
+
+    Args:
+        path: Image file.
+
+    Returns:
+        ``(H, W, 3)`` uint8 array.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PIL.UnidentifiedImageError: The file is not an image PIL or tifffile can read.
+
+    """
+    array, img = _open_pixels(path)
+    if img is not None:
+        with img:
+            keep = img.mode in _PIL_HIGH_DEPTH_MODES or img.mode in ("RGB", "L")
+            array = np.asarray(img if keep else img.convert("RGB"))
+    return _writable(_to_rgb(scale_to_uint8(array)))
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a mask file with its raw stored values.
+
+    * L, I;16, I and F images: ``(H, W)`` with the stored values and dtype;
+    * palette (P) images: ``(H, W)`` palette *indices* (not colours), which is how most
+      annotation tools store class ids;
+    * 1-bit images and bool arrays: ``(H, W)`` uint8 0/1;
+    * LA / PA images: the L values / palette indices, alpha dropped;
+    * RGB / RGBA images: ``(H, W, 3)`` uint8, alpha dropped.
+
+    Args:
+        path: Mask file.
+
+    Returns:
+        ``(H, W)`` array of raw values, or ``(H, W, 3)`` uint8 for colour masks.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PIL.UnidentifiedImageError: The file is not an image PIL or tifffile can read.
+
+    """
+    array, img = _open_pixels(path)
+    if img is not None:
+        with img:
+            if img.mode in ("LA", "PA"):
+                array = np.asarray(img)[:, :, 0]
+            elif img.mode in ("RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
+                array = np.asarray(img.convert("RGB"))
+            else:
+                array = np.asarray(img)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.ndim == 3:
+        array = array[:, :, 0] if array.shape[2] < 3 else array[:, :, :3]
+    return _writable(array)
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """Return ``(H, W)`` of an image from its header, without decoding the pixels.
+
+    Args:
+        path: Image or mask file.
+
+    Returns:
+        ``(height, width)``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PIL.UnidentifiedImageError: The file is not an image PIL or tifffile can read.
+
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            return height, width
+    except UnidentifiedImageError:
+        if not str(path).lower().endswith(_TIFF_SUFFIXES):
+            raise
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return int(page.imagelength), int(page.imagewidth)
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """List the image files directly inside a folder, sorted by name.
+
+    Args:
+        folder: Folder to list (not searched recursively).
+
+    Returns:
+        Paths whose suffix is one of :data:`IMAGE_EXTENSIONS` (case-insensitive).
+
+    """
+    return sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )

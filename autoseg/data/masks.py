@@ -1,0 +1,191 @@
+"""Turning raw mask values into training targets.
+
+Targets are ``(H, W)`` uint8 arrays of contiguous class ids ``0..K-1`` where 255 means
+"ignore this pixel" (excluded from loss and metrics). Binary tasks use 0 = background and
+1 = foreground.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+IGNORE_INDEX = 255
+"""Target value for pixels that are excluded from the loss and the metrics."""
+
+_EXPECTED_BINARY = "binary masks must hold only 0 and 1, or only 0 and 255 (255 = foreground)"
+
+
+class MaskFormatError(ValueError):
+    """A mask's values or layout do not fit the expected format."""
+
+
+def _format_values(values: Iterable[int], limit: int = 20) -> str:
+    ordered = sorted(values)
+    shown = ", ".join(str(v) for v in ordered[:limit])
+    more = f", ... ({len(ordered)} distinct values)" if len(ordered) > limit else ""
+    return "{" + shown + more + "}"
+
+
+def as_single_channel(mask: np.ndarray) -> np.ndarray:
+    """Return a 2-D view of a mask, collapsing RGB(A) masks whose colour channels are equal.
+
+    Args:
+        mask: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3|4)`` array; bool is turned into 0/1.
+
+    Returns:
+        ``(H, W)`` array.
+
+    Raises:
+        MaskFormatError: The mask is a real colour mask (its channels differ) or has an
+            unsupported number of dimensions.
+
+    """
+    if mask.dtype == np.bool_:
+        mask = mask.astype(np.uint8)
+    if mask.ndim == 3 and mask.shape[2] in (1, 3, 4):
+        first = mask[:, :, 0]
+        channels = mask.shape[2] if mask.shape[2] < 4 else 3  # alpha never carries labels
+        for c in range(1, channels):
+            if not np.array_equal(first, mask[:, :, c]):
+                raise MaskFormatError(
+                    "colour mask: its colour channels differ. Save masks as single-channel "
+                    "images of class ids (0..K-1, 255 = ignore), or provide class_colors"
+                )
+        mask = first
+    if mask.ndim != 2:
+        raise MaskFormatError(f"expected a 2-D mask (H, W), got an array of shape {mask.shape}")
+    return mask
+
+
+def distinct_values(mask: np.ndarray) -> set[int]:
+    """Return the set of distinct values in a mask (fast path for uint8 and bool).
+
+    Args:
+        mask: Integer, bool or integral float array of any shape.
+
+    Returns:
+        The distinct values as Python ints.
+
+    Raises:
+        MaskFormatError: A float mask holds non-integer values.
+
+    """
+    if mask.dtype == np.bool_:
+        mask = mask.view(np.uint8)
+    if mask.dtype == np.uint8:
+        return {int(v) for v in np.flatnonzero(np.bincount(mask.ravel(), minlength=256))}
+    values = np.unique(mask)
+    if values.dtype.kind == "f":
+        if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
+            raise MaskFormatError(
+                "mask holds non-integer values; masks must hold whole-number class ids"
+            )
+    return {int(v) for v in values}
+
+
+def binary_target(mask: np.ndarray) -> np.ndarray:
+    """Convert a raw binary mask to a 0/1 uint8 target.
+
+    Rule: if the largest value is at most 1, foreground is 1; otherwise the values must be
+    within {0, 255} and foreground is 255. Binary targets have no ignore pixels. RGB masks
+    with equal channels count as grayscale.
+
+    Args:
+        mask: Raw mask as returned by :func:`autoseg.data.read_mask`.
+
+    Returns:
+        ``(H, W)`` uint8 array with 0 = background, 1 = foreground.
+
+    Raises:
+        MaskFormatError: The values fit neither rule; the message lists the values found.
+
+    """
+    mask = as_single_channel(mask)
+    values = distinct_values(mask)
+    if values <= {0, 1}:
+        return mask.astype(np.uint8)
+    if values <= {0, 255}:
+        return (mask == 255).astype(np.uint8)
+    raise MaskFormatError(f"found values {_format_values(values)}; {_EXPECTED_BINARY}")
+
+
+def infer_problem(masks: Iterable[np.ndarray]) -> tuple[str, list[int]]:
+    """Decide from the masks whether the task is binary or multi-class.
+
+    The task is ``"binary"`` when every mask holds values within {0, 1} or within {0, 255}
+    (masks of both kinds may be mixed). Otherwise it is ``"multiclass"`` and the classes are
+    all distinct values except 255, which means ignore. So a binary data set with ignore
+    pixels ({0, 1, 255}) is reported as multi-class with classes ``[0, 1]``.
+
+    Args:
+        masks: Raw masks (``read_mask`` output); iterated once.
+
+    Returns:
+        ``("binary", [0, 1])`` or ``("multiclass", sorted_class_values)``.
+
+    Raises:
+        MaskFormatError: No masks were given, a mask is a colour mask, or a value is
+            outside 0..255 (class ids must fit in 0..254; 255 is reserved for ignore).
+
+    """
+    union: set[int] = set()
+    binary = True
+    count = 0
+    for mask in masks:
+        values = distinct_values(as_single_channel(mask))
+        union |= values
+        binary = binary and (values <= {0, 1} or values <= {0, 255})
+        count += 1
+    if count == 0:
+        raise MaskFormatError("no masks given; cannot tell binary from multi-class")
+    if binary:
+        return "binary", [0, 1]
+    bad = {v for v in union if v < 0 or v > IGNORE_INDEX}
+    if bad:
+        raise MaskFormatError(
+            f"found values {_format_values(bad)} outside 0..255; class ids must be "
+            "0..254 with 255 meaning ignore"
+        )
+    return "multiclass", sorted(union - {IGNORE_INDEX})
+
+
+def encode_multiclass(mask: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Map raw class values to contiguous ids ``0..K-1``, keeping 255 as ignore.
+
+    Args:
+        mask: Raw mask holding values from ``classes`` and possibly 255.
+        classes: The raw class values, in id order (``classes[k]`` becomes id ``k``).
+
+    Returns:
+        ``(H, W)`` uint8 array of ids, 255 where the mask is 255.
+
+    Raises:
+        MaskFormatError: The mask holds values that are neither in ``classes`` nor 255; the
+            message names them.
+        ValueError: ``classes`` is empty, has duplicates, or holds values outside 0..254.
+
+    Example:
+        >>> encode_multiclass(np.array([[10, 20], [255, 10]], np.uint8), [10, 20])
+        array([[  0,   1],
+               [255,   0]], dtype=uint8)
+
+    """
+    class_list = [int(c) for c in classes]
+    if not class_list or len(set(class_list)) != len(class_list):
+        raise ValueError(f"classes must be a non-empty list without duplicates, got {classes}")
+    if min(class_list) < 0 or max(class_list) >= IGNORE_INDEX:
+        raise ValueError(f"class values must be within 0..254, got {classes}")
+    mask = as_single_channel(mask)
+    values = distinct_values(mask)
+    unknown = values - set(class_list) - {IGNORE_INDEX}
+    if unknown:
+        raise MaskFormatError(
+            f"found values {_format_values(unknown)} that are not classes "
+            f"{_format_values(class_list)} nor 255 (ignore); fix the mask or list every class"
+        )
+    lookup = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lookup[class_list] = np.arange(len(class_list), dtype=np.uint8)
+    # values are known to be within 0..255 here, so the cast for the lookup is lossless
+    return lookup[mask.astype(np.uint8, copy=False)]

@@ -1,0 +1,308 @@
+"""SAM's input geometry: resize the longest side, normalise, pad to a square, and back.
+
+Forward (images and masks): :func:`resize_longest_side` / :func:`resize_mask`, then
+:func:`normalize_image`, then :func:`pad_to_square` (bottom/right). Backward (model
+outputs at the padded resolution): :func:`restore_logits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import get_worker_info
+
+SAM_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+NORMALIZATIONS: tuple[str, ...] = ("sam", "minmax")
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """Geometry needed to map a model output back onto the original image.
+
+    Attributes:
+        original_hw: ``(H, W)`` of the image as read from disk.
+        resized_hw: ``(h, w)`` after resizing the longest side to ``size``.
+        size: Side of the padded square the model sees.
+
+    Example:
+        >>> _, info = resize_longest_side(np.zeros((300, 600, 3), np.uint8), 1024)
+        >>> info
+        ResizeInfo(original_hw=(300, 600), resized_hw=(512, 1024), size=1024)
+
+    """
+
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    size: int
+
+
+def longest_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """Return the ``(h, w)`` that SAM resizes an ``(height, width)`` image to.
+
+    Args:
+        height: Original height.
+        width: Original width.
+        size: Target length of the longest side.
+
+    Returns:
+        ``(h, w)``, rounded like SAM's ``ResizeLongestSide`` and at least 1 pixel each.
+
+    """
+    scale = size / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def resize_longest_side(image: np.ndarray, size: int) -> tuple[np.ndarray, ResizeInfo]:
+    """Resize an image so that its longest side is ``size``, keeping the aspect ratio.
+
+    Uses PIL's bilinear filter (antialiased when shrinking), as SAM's own preprocessing does.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 image.
+        size: Target length of the longest side.
+
+    Returns:
+        The resized uint8 image and the :class:`ResizeInfo` describing the change.
+
+    """
+    height, width = image.shape[:2]
+    new_h, new_w = longest_side_shape(height, width, size)
+    info = ResizeInfo(original_hw=(height, width), resized_hw=(new_h, new_w), size=size)
+    if (new_h, new_w) == (height, width):
+        return image.copy(), info
+    resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return np.array(resized), info  # a copy: arrays viewing PIL's buffer are read-only
+
+
+def resize_mask(mask: np.ndarray, info: ResizeInfo) -> np.ndarray:
+    """Resize a mask to ``info.resized_hw`` with nearest-neighbour sampling.
+
+    Each output pixel takes the value under its centre, so no new values appear.
+
+    Args:
+        mask: ``(H, W)`` mask with ``(H, W) == info.original_hw`` (any dtype).
+        info: Geometry from :func:`resize_longest_side` on the matching image.
+
+    Returns:
+        ``(h, w)`` mask of the same dtype.
+
+    Raises:
+        ValueError: The mask is not the size of the image it belongs to.
+
+    """
+    if tuple(mask.shape[:2]) != tuple(info.original_hw):
+        raise ValueError(
+            f"mask size {mask.shape[:2]} differs from its image size {info.original_hw}"
+        )
+    (height, width), (new_h, new_w) = info.original_hw, info.resized_hw
+    rows = ((np.arange(new_h) + 0.5) * (height / new_h)).astype(np.int64)
+    cols = ((np.arange(new_w) + 0.5) * (width / new_w)).astype(np.int64)
+    return mask[np.minimum(rows, height - 1)[:, None], np.minimum(cols, width - 1)[None, :]]
+
+
+def pad_to_square(array: np.ndarray, size: int, value: float) -> np.ndarray:
+    """Pad an ``(H, W)`` or ``(H, W, C)`` array at the bottom and right to ``size x size``.
+
+    Args:
+        array: Array with ``H, W <= size``.
+        size: Side of the output square.
+        value: Fill value for the padding.
+
+    Returns:
+        ``(size, size)`` or ``(size, size, C)`` array of the same dtype.
+
+    Raises:
+        ValueError: The array is larger than ``size`` along a side.
+
+    """
+    height, width = array.shape[:2]
+    if height > size or width > size:
+        raise ValueError(f"cannot pad an array of shape {array.shape} to {size}x{size}")
+    pad = [(0, size - height), (0, size - width)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="constant", constant_values=value)
+
+
+def normalize_image(image: np.ndarray, mode: str) -> torch.Tensor:
+    """Convert an ``(H, W, 3)`` uint8 image to a normalised ``(3, H, W)`` float32 tensor.
+
+    Normalise before padding so that the padding is 0 in normalised space, as SAM does.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 image.
+        mode: ``"sam"`` subtracts SAM's pixel mean and divides by its std (original SAM
+            weights); ``"minmax"`` maps the image's own min..max to 0..1 (LiteMedSAM).
+
+    Returns:
+        ``(3, H, W)`` float32 tensor.
+
+    Raises:
+        ValueError: Unknown ``mode``.
+
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    if mode == "sam":
+        mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
+        std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+        return (tensor - mean) / std
+    if mode == "minmax":
+        low = tensor.min()
+        return (tensor - low) / torch.clamp(tensor.max() - low, min=1e-8)
+    raise ValueError(f"unknown normalization {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+
+def preprocess_image(
+    image: np.ndarray, size: int, normalization: str = "sam"
+) -> tuple[torch.Tensor, ResizeInfo]:
+    """Resize, normalise and pad one image exactly as the training data is prepared.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 image (e.g. from :func:`autoseg.data.read_image`).
+        size: Side of the square model input.
+        normalization: See :func:`normalize_image`.
+
+    Returns:
+        ``(3, size, size)`` float32 tensor and the :class:`ResizeInfo` for
+        :func:`restore_logits`.
+
+    """
+    resized, info = resize_longest_side(image, size)
+    return pad_tensor(normalize_image(resized, normalization), size), info
+
+
+def pad_tensor(tensor: torch.Tensor, size: int, value: float = 0.0) -> torch.Tensor:
+    """Pad the last two dimensions of a tensor at the bottom and right to ``size x size``.
+
+    Args:
+        tensor: Tensor of shape ``(..., H, W)`` with ``H, W <= size``.
+        size: Side of the output square.
+        value: Fill value.
+
+    Returns:
+        Tensor of shape ``(..., size, size)``.
+
+    """
+    height, width = tensor.shape[-2:]
+    if height > size or width > size:
+        raise ValueError(f"cannot pad a tensor of shape {tuple(tensor.shape)} to {size}x{size}")
+    return F.pad(tensor, (0, size - width, 0, size - height), value=value)
+
+
+def restore_logits(logits: torch.Tensor, info: ResizeInfo) -> torch.Tensor:
+    """Map model outputs for a padded square input back to the original image size.
+
+    Outputs at a lower resolution than ``info.size`` (e.g. SAM's 256x256 low-res masks) are
+    first upsampled to ``info.size``, as in SAM's ``postprocess_masks``. Then the padding is
+    cropped off and the rest is resized bilinearly (``align_corners=False``) to
+    ``info.original_hw``.
+
+    Args:
+        logits: ``(C, S, S)`` or ``(1, C, S, S)`` tensor.
+        info: Geometry of the input image.
+
+    Returns:
+        ``(C, H, W)`` tensor with ``(H, W) == info.original_hw``.
+
+    Raises:
+        ValueError: Unsupported shape (a batch of more than one item, non-square maps).
+
+    """
+    if logits.ndim == 4 and logits.shape[0] == 1:
+        logits = logits[0]
+    if logits.ndim != 3 or logits.shape[-1] != logits.shape[-2]:
+        raise ValueError(
+            f"expected logits of shape (C, S, S) or (1, C, S, S), got {tuple(logits.shape)}"
+        )
+    batch = logits[None]
+    if batch.shape[-1] != info.size:
+        batch = F.interpolate(
+            batch, size=(info.size, info.size), mode="bilinear", align_corners=False
+        )
+    new_h, new_w = info.resized_hw
+    batch = batch[..., :new_h, :new_w]
+    if (new_h, new_w) != tuple(info.original_hw):
+        batch = F.interpolate(
+            batch, size=tuple(info.original_hw), mode="bilinear", align_corners=False
+        )
+    return batch[0]
+
+
+class RandomFlipRotate:
+    """Random flips and 90-degree rotations applied jointly to an image and its mask.
+
+    Each enabled transform is applied with probability ``p``. Call it on the resized,
+    not yet padded arrays so that padding stays at the bottom/right. Rotations swap
+    height and width, which is fine before padding to a square.
+
+    Random numbers: in the main process a generator seeded with ``seed`` is used. Inside
+    a ``DataLoader`` worker the generator is re-seeded once per worker and epoch from
+    torch's worker seed, so workers draw different flips and runs are reproducible under
+    ``torch.manual_seed`` / ``lightning.seed_everything``. A generator passed to
+    :meth:`__call__` overrides both.
+
+    Args:
+        hflip: Flip left-right.
+        vflip: Flip up-down.
+        rot90: Rotate by a random multiple of 90 degrees.
+        p: Probability of each flip, and of rotating at all.
+        seed: Seed for the main-process generator.
+
+    Example:
+        >>> aug = RandomFlipRotate(hflip=True, vflip=True, seed=0)
+        >>> image, mask = aug(np.zeros((4, 6, 3), np.uint8), np.zeros((4, 6), np.uint8))
+
+    """
+
+    def __init__(
+        self,
+        hflip: bool = True,
+        vflip: bool = False,
+        rot90: bool = False,
+        p: float = 0.5,
+        seed: int | None = None,
+    ) -> None:
+        self.hflip, self.vflip, self.rot90, self.p = hflip, vflip, rot90, p
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._worker_seed: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RandomFlipRotate(hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, "
+            f"p={self.p}, seed={self.seed})"
+        )
+
+    def _generator(self) -> np.random.Generator:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed
+            self._rng = np.random.default_rng(worker.seed)
+        return self._rng
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Apply the same random transform to ``image`` (H, W, C) and ``mask`` (H, W).
+
+        Returns:
+            The transformed (contiguous) image and mask; ``mask`` stays None if not given.
+
+        """
+        rng = rng if rng is not None else self._generator()
+        arrays = [image] if mask is None else [image, mask]
+        if self.hflip and rng.random() < self.p:
+            arrays = [a[:, ::-1] for a in arrays]
+        if self.vflip and rng.random() < self.p:
+            arrays = [a[::-1] for a in arrays]
+        if self.rot90 and rng.random() < self.p:
+            turns = int(rng.integers(1, 4))
+            arrays = [np.rot90(a, turns, axes=(0, 1)) for a in arrays]
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        return arrays[0], (arrays[1] if mask is not None else None)
