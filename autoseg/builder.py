@@ -1,0 +1,55 @@
+"""Assemble a trainable model from a config: backbone, prompt-free head, PEFT adapters."""
+
+from __future__ import annotations
+
+import torch
+
+from autoseg.config import Config
+from autoseg.models.backbones import BACKBONES, SamParts
+from autoseg.models.segmenter import SamSegmenter, build_segmenter
+from autoseg.peft import adapter_parameter_counts, apply_peft
+
+
+def build_model(
+    config: Config, num_outputs: int, pretrained: bool = True, checkpoint: str | None = None
+) -> tuple[SamSegmenter, SamParts]:
+    """Build the segmenter for ``config`` with its adapters applied.
+
+    Args:
+        config: the run's configuration (backbone, input size, PEFT method and sizes).
+        num_outputs: logit maps: 1 for binary, K for K classes.
+        pretrained: load the backbone checkpoint (False: deterministic random weights, used
+            when a standalone predictor brings all its weights along).
+        checkpoint: overrides ``config.model.checkpoint`` (e.g. the path a saved predictor
+            recorded).
+
+    """
+    model, parts = build_segmenter(
+        config.model.backbone,
+        num_classes=num_outputs,
+        image_size=config.data.image_size,
+        checkpoint=checkpoint or config.model.checkpoint,
+        pretrained=pretrained,
+    )
+    peft = config.peft
+    apply_peft(model, peft.method, rank=peft.rank, alpha=peft.alpha, num_experts=peft.num_experts)
+    return model, parts
+
+
+def count_parameters(config: Config, num_outputs: int = 1) -> dict[str, int]:
+    """Trainable/total parameter counts for a config, built on the meta device (no memory).
+
+    Example:
+        >>> cfg = Config().with_overrides({"model.backbone": "vit_h", "data.image_size": 1024})
+        >>> count_parameters(cfg)["trainable"]
+        4020096
+
+    """
+    with torch.device("meta"):
+        model, _ = build_model(config, num_outputs, pretrained=False)
+    return adapter_parameter_counts(model)
+
+
+def normalization_for(backbone: str) -> str:
+    """The input normalisation the backbone was pretrained with."""
+    return BACKBONES[backbone].normalization

@@ -1,0 +1,60 @@
+"""Batched inference: probabilities mapped back to each image's exact original size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from autoseg.data.dataset import SegmentationDataset
+from autoseg.data.transforms import ResizeInfo, restore_logits
+from autoseg.models.segmenter import SamSegmenter
+
+
+def iter_probabilities(
+    model: SamSegmenter,
+    table: pd.DataFrame,
+    normalization: str,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    precision: torch.dtype | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield, per row of ``table`` in order, probabilities at the image's original size.
+
+    Binary models give (H, W) foreground probabilities; multi-class models (K, H, W).
+    Logits are resized before the sigmoid/softmax so borders stay smooth.
+    """
+    dataset = SegmentationDataset(
+        table[["image"]], image_size=model.image_size, normalization=normalization
+    )
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    device = torch.device(device)
+    model.eval().to(device)
+    autocast = precision is not None and device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device.type, dtype=precision, enabled=autocast):
+        for batch in loader:
+            logits = model(batch["image"].to(device)).float().cpu()
+            for item_logits, original, resized in zip(
+                logits, batch["original_hw"], batch["resized_hw"], strict=True
+            ):
+                info = ResizeInfo(
+                    original_hw=tuple(original.tolist()),
+                    resized_hw=tuple(resized.tolist()),
+                    size=model.image_size,
+                )
+                restored = restore_logits(item_logits, info)
+                if restored.shape[0] == 1:
+                    yield torch.sigmoid(restored[0]).numpy().astype(np.float32)
+                else:
+                    yield restored.softmax(dim=0).numpy().astype(np.float32)
+
+
+def probabilities_to_ids(probabilities: np.ndarray) -> np.ndarray:
+    """Class ids (H, W) uint8 from binary (H, W) or multi-class (K, H, W) probabilities."""
+    if probabilities.ndim == 2:
+        return (probabilities >= 0.5).astype(np.uint8)
+    return probabilities.argmax(axis=0).astype(np.uint8)

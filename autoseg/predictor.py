@@ -1,0 +1,306 @@
+"""``SemanticSegmentor``: the three-line facade over data, model, training and inference."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from autoseg import __version__
+from autoseg.builder import build_model, normalization_for
+from autoseg.config import Config, resolve_config
+from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.data.prepare import prepare_prediction_table, prepare_training_data
+from autoseg.evaluation import default_metric, evaluate_model
+from autoseg.inference import iter_probabilities, probabilities_to_ids
+from autoseg.loading import load_predictor_state
+from autoseg.peft import adapter_parameter_counts, trainable_state_dict
+from autoseg.persistence import is_nonempty_dir, save_predictor_folder
+from autoseg.problem import Problem
+from autoseg.training.fit import run_fit
+from autoseg.training.module import SegmentationTask
+from autoseg.visualize import save_predictions
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The predictor was used before ``fit`` (or ``load``)."""
+
+
+class SemanticSegmentor:
+    """Fine-tune SAM with Conv-LoRA on your own images, then evaluate and predict.
+
+    Follows scikit-learn's rules: ``__init__`` only stores its arguments, ``fit`` returns
+    ``self``, and everything learned ends in ``_`` (``model_``, ``classes_``, ``preset_``).
+
+    Args:
+        problem_type: ``auto`` (decided from the training masks), ``binary`` or ``multiclass``.
+        label: column holding mask paths.
+        image: column holding image paths.
+        presets: ``auto`` (chosen from the hardware) or a preset name (``cpu_lite``,
+            ``gpu_vit_b``, ...).
+        eval_metric: validation metric for early stopping and model selection
+            (default ``iou`` for binary, ``miou`` for multi-class).
+        path: folder the predictor is saved in (default: a new timestamped folder under
+            ``./autoseg_models/``); an existing non-empty folder is never overwritten.
+        hyperparameters: flat dotted keys over the preset, e.g. ``{"optim.lr": 3e-4}``.
+        seed: seed for the split, augmentation and initialisation.
+        verbosity: 0 silent, 1 messages, 2 messages and progress bars.
+        class_names: optional names of the classes in class-id order.
+
+    Example:
+        >>> seg = SemanticSegmentor(problem_type="binary").fit("train.csv")  # doctest: +SKIP
+        >>> seg.evaluate("test.csv")  # doctest: +SKIP
+        {'iou': 0.83, 'dice': 0.90, ...}
+        >>> masks = seg.predict("new.csv")  # doctest: +SKIP
+
+    """
+
+    def __init__(
+        self,
+        problem_type: str = "auto",
+        label: str = "label",
+        image: str = "image",
+        presets: str = "auto",
+        eval_metric: str | None = None,
+        path: str | Path | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        seed: int = 0,
+        verbosity: int = 2,
+        class_names: list[str] | None = None,
+    ) -> None:
+        self.problem_type = problem_type
+        self.label = label
+        self.image = image
+        self.presets = presets
+        self.eval_metric = eval_metric
+        self.path = path
+        self.hyperparameters = hyperparameters
+        self.seed = seed
+        self.verbosity = verbosity
+        self.class_names = class_names
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        train_data: pd.DataFrame | str | Path,
+        tuning_data: pd.DataFrame | str | Path | None = None,
+        time_limit: float | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+    ) -> SemanticSegmentor:
+        """Validate the data, fine-tune, keep the best validated model and save it.
+
+        Args:
+            train_data: DataFrame or CSV path with image and mask path columns.
+            tuning_data: validation data; ``None`` holds out a seeded 10% (at least one).
+            time_limit: seconds; training stops in time and keeps the best model so far.
+            hyperparameters: dotted keys applied over the constructor's ones.
+
+        Returns:
+            ``self``, fitted and saved in ``path_``.
+
+        """
+        config, preset = resolve_config(self.presets, self.hyperparameters, hyperparameters)
+        folder = self._fit_folder()
+        train, val, problem = prepare_training_data(
+            train_data,
+            tuning_data,
+            image_col=self.image,
+            label_col=self.label,
+            problem_type=self.problem_type,
+            class_names=self.class_names,
+            seed=self.seed,
+        )
+        eval_metric = self.eval_metric or default_metric(problem)
+        L.seed_everything(self.seed, verbose=False)
+        model, parts = build_model(config, problem.num_outputs)
+        counts = adapter_parameter_counts(model)
+        self._say(
+            f"autoseg: preset {preset!r}, backbone {config.model.backbone} at "
+            f"{config.data.image_size} px, {config.peft.method}: {counts['trainable']:,} "
+            f"trainable of {counts['total']:,} parameters "
+            f"({100 * counts['trainable'] / counts['total']:.2f}%); {problem.problem_type}, "
+            f"{len(train)} training / {len(val)} validation images; saving to {folder}"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        datamodule = SegmentationDataModule(
+            train, val, problem, config, normalization_for(config.model.backbone), self.seed
+        )
+        task = SegmentationTask(model, config, eval_metric)
+        result = run_fit(task, datamodule, folder, time_limit, self.verbosity)
+        self._set_state(model, config, preset, problem, eval_metric, folder)
+        self.backbone_ = {
+            "name": config.model.backbone,
+            "checkpoint_path": parts.checkpoint_path,
+            "checkpoint_sha256": parts.checkpoint_sha256,
+        }
+        self.fit_summary_ = {
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "best_epoch": result.best_epoch,
+            f"best_val_{eval_metric}": result.best_score,
+            "fit_time_s": round(result.fit_time_s, 1),
+            "trainable_parameters": counts["trainable"],
+            "total_parameters": counts["total"],
+        }
+        self.save(folder)
+        self._say(
+            f"autoseg: done in {result.fit_time_s:.0f} s; best val {eval_metric} "
+            f"{result.best_score}; load it with SemanticSegmentor.load({str(folder)!r})"
+        )
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def predict_proba(self, data: Any) -> list[np.ndarray]:
+        """Probabilities at each image's original size.
+
+        Returns:
+            Binary: (H, W) float32 foreground probabilities; multi-class: (C, H, W) float32.
+
+        """
+        table = prepare_prediction_table(data, image_col=self.image)
+        return list(self._iter_proba(table))
+
+    def predict(self, data: Any, save_dir: str | Path | None = None) -> list[np.ndarray]:
+        """Class masks (H, W) uint8 at each image's original size.
+
+        Binary problems give 0/1; multi-class problems give the original mask values.
+        With ``save_dir``, masks (binary as 0/255) and colour overlays are written there.
+
+        Args:
+            data: DataFrame or CSV (image column), a list of image paths, one image path or
+                a folder of images.
+            save_dir: optional output folder for mask PNGs and overlays.
+
+        """
+        table = prepare_prediction_table(data, image_col=self.image)
+        masks = [
+            self.problem_.to_original(probabilities_to_ids(p)) for p in self._iter_proba(table)
+        ]
+        if save_dir is not None:
+            save_predictions(Path(save_dir), table["image"].tolist(), masks, self.problem_)
+        return masks
+
+    def evaluate(self, data: Any, metrics: list[str] | None = None) -> dict[str, float]:
+        """Score predictions against masks at the original resolution, per image averaged.
+
+        Binary: iou, dice, sm, em, wfm, mae, ber. Multi-class: miou, acc, iou/<class>.
+        """
+        self._check_fitted()
+        return evaluate_model(self, data, metrics)
+
+    def _iter_proba(self, table: pd.DataFrame):
+        self._check_fitted()
+        device = (
+            "cuda" if torch.cuda.is_available() and self.config_.env.accelerator != "cpu" else "cpu"
+        )
+        precision = torch.bfloat16 if device == "cuda" else None
+        return iter_probabilities(
+            self.model_,
+            table,
+            normalization_for(self.config_.model.backbone),
+            batch_size=self.config_.env.eval_batch_size,
+            device=device,
+            precision=precision,
+        )
+
+    # ------------------------------------------------------------ save and load
+    def save(self, path: str | Path, standalone: bool = False, overwrite: bool = False) -> Path:
+        """Save as a folder: config.yaml + adapter.safetensors (+ model.safetensors).
+
+        Args:
+            path: target folder; an existing non-empty folder other than this predictor's
+                own is refused unless ``overwrite``.
+            standalone: also store all weights, so loading needs no SAM checkpoint.
+            overwrite: replace an existing folder.
+
+        """
+        self._check_fitted()
+        record = {
+            "autoseg_version": __version__,
+            "preset": self.preset_,
+            "config": self.config_.to_dict(),
+            "problem": self.problem_.to_dict(),
+            "eval_metric": self.eval_metric_,
+            "backbone": self.backbone_,
+            "summary": self.fit_summary_,
+        }
+        full = self.model_.state_dict() if standalone else None
+        target = Path(path)
+        save_predictor_folder(
+            target,
+            record,
+            trainable_state_dict(self.model_),
+            full,
+            source=self.path_,
+            overwrite=overwrite,
+        )
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path, verbosity: int = 2) -> SemanticSegmentor:
+        """Rebuild a saved predictor (backbone verified by sha256, adapter applied)."""
+        state = load_predictor_state(Path(path))
+        predictor = cls(path=path, verbosity=verbosity)
+        predictor._set_state(
+            state.model, state.config, state.preset, state.problem, state.eval_metric, Path(path)
+        )
+        predictor.backbone_ = state.backbone
+        predictor.fit_summary_ = state.summary
+        return predictor
+
+    def summary(self) -> dict[str, Any]:
+        """Preset, backbone, PEFT method, parameter counts, epochs, best score, fit time."""
+        self._check_fitted()
+        return {
+            "preset": self.preset_,
+            "backbone": self.config_.model.backbone,
+            "image_size": self.config_.data.image_size,
+            "peft_method": self.config_.peft.method,
+            "problem_type": self.problem_type_,
+            "classes": list(self.classes_),
+            "eval_metric": self.eval_metric_,
+            "path": str(self.path_),
+            **self.fit_summary_,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _set_state(
+        self, model, config: Config, preset: str, problem: Problem, eval_metric: str, folder: Path
+    ) -> None:
+        self.model_ = model.eval()
+        self.config_ = config
+        self.preset_ = preset
+        self.problem_ = problem
+        self.problem_type_ = problem.problem_type
+        self.classes_ = list(problem.classes)
+        self.class_names_ = list(problem.class_names)
+        self.eval_metric_ = eval_metric
+        self.path_ = folder
+
+    def _fit_folder(self) -> Path:
+        if self.path is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+            return Path("autoseg_models") / f"segmentor_{stamp}"
+        folder = Path(self.path)
+        if is_nonempty_dir(folder):
+            raise FileExistsError(
+                f"path={str(folder)!r} already exists and is not empty; autoseg never "
+                "overwrites a predictor silently. Pass a new path, or delete that folder."
+            )
+        return folder
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "This SemanticSegmentor is not fitted yet: call fit(train_data) first, or "
+                "SemanticSegmentor.load(path) to use a saved one."
+            )
+
+    def _say(self, message: str) -> None:
+        if self.verbosity >= 1:
+            print(message, flush=True)

@@ -1,0 +1,113 @@
+"""Run one fit: Trainer set-up (precision, clipping, accumulation, early stop, time limit)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger
+
+from autoseg.config import Config
+from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.metrics import HIGHER_IS_BETTER
+from autoseg.training.callbacks import BestWeightsKeeper
+from autoseg.training.module import SegmentationTask
+
+
+@dataclass
+class FitResult:
+    """What a fit did: epochs and steps run, best validation score, wall time."""
+
+    epochs: int
+    steps: int
+    best_score: float | None
+    best_epoch: int | None
+    fit_time_s: float
+
+
+def metric_mode(metric: str) -> str:
+    """``max`` for scores, ``min`` for errors (mae, ber)."""
+    return "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
+
+
+def resolve_precision(config: Config) -> str:
+    """``auto`` = bf16 mixed precision on GPUs that support it, else 16-mixed; fp32 on CPU."""
+    precision = config.env.precision
+    if precision != "auto":
+        return precision
+    if accelerator(config) == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def accelerator(config: Config) -> str:
+    """The Lightning accelerator for this run."""
+    chosen = config.env.accelerator
+    if chosen == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if chosen == "gpu" and not torch.cuda.is_available():
+        return "cpu"
+    return chosen
+
+
+def build_trainer(
+    config: Config, folder: Path, monitor: str, time_limit: float | None, verbosity: int
+) -> tuple[L.Trainer, BestWeightsKeeper]:
+    """Configure a Trainer for one run and return it with its best-weights keeper."""
+    mode = metric_mode(monitor.removeprefix("val_"))
+    keeper = BestWeightsKeeper(monitor, mode=mode)
+    stopper = EarlyStopping(
+        monitor=monitor, mode=mode, patience=config.optim.patience, check_finite=False
+    )
+    env = config.env
+    trainer = L.Trainer(
+        accelerator=accelerator(config),
+        devices=1,
+        precision=resolve_precision(config),
+        max_epochs=config.optim.max_epochs,
+        max_steps=config.optim.max_steps,
+        max_time={"seconds": time_limit} if time_limit else None,
+        gradient_clip_val=config.optim.grad_clip,
+        accumulate_grad_batches=max(1, env.effective_batch_size // env.batch_size),
+        callbacks=[keeper, stopper],
+        logger=CSVLogger(str(folder), name="logs", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=verbosity >= 2,
+        enable_model_summary=verbosity >= 3,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        default_root_dir=str(folder),
+    )
+    return trainer, keeper
+
+
+def run_fit(
+    task: SegmentationTask,
+    datamodule: SegmentationDataModule,
+    folder: Path,
+    time_limit: float | None = None,
+    verbosity: int = 2,
+) -> FitResult:
+    """Train ``task`` on ``datamodule``; the best validated weights end up in the model."""
+    if task.config.env.num_threads > 0:
+        torch.set_num_threads(task.config.env.num_threads)
+    monitor = f"val_{task.eval_metric}"
+    trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
+    start = time.perf_counter()
+    task.model.train()
+    with warnings.catch_warnings():
+        # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        trainer.fit(task, datamodule=datamodule)
+    return FitResult(
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        best_score=keeper.best_score,
+        best_epoch=keeper.best_epoch,
+        fit_time_s=time.perf_counter() - start,
+    )

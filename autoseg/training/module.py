@@ -1,0 +1,101 @@
+"""The Lightning module: the training and validation loops of a SAM segmenter."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from autoseg.config import Config
+from autoseg.metrics import BinaryMetricAccumulator, MulticlassMetricAccumulator
+from autoseg.models.segmenter import SamSegmenter
+from autoseg.peft import balance_loss
+from autoseg.training.losses import task_loss
+
+
+class SegmentationTask(L.LightningModule):
+    """Trains the adapters and mask head; validates with the run's metric each epoch.
+
+    Example:
+        >>> task = SegmentationTask(model, Config(), eval_metric="iou")  # doctest: +SKIP
+        >>> trainer.fit(task, datamodule=datamodule)  # doctest: +SKIP
+
+    """
+
+    def __init__(self, model: SamSegmenter, config: Config, eval_metric: str) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.eval_metric = eval_metric
+        self._accumulator: BinaryMetricAccumulator | MulticlassMetricAccumulator | None = None
+
+    @property
+    def is_binary(self) -> bool:
+        """One logit map means a binary problem."""
+        return self.model.num_classes == 1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return logits (B, K, S, S)."""
+        return self.model(images)
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(batch["image"])
+        loss = task_loss(logits.float(), batch["mask"], self.config.loss.binary)
+        return loss, logits
+
+    def on_train_epoch_start(self) -> None:
+        """Put the model in train mode (the gate's noise is on only then)."""
+        self.model.train()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Task loss plus the weighted Conv-LoRA load-balancing loss."""
+        loss, _ = self._losses(batch)
+        moe = balance_loss(self.model)
+        total = loss + self.config.peft.balance_weight * moe
+        size = batch["image"].shape[0]
+        self.log("train_loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train_moe_loss", moe, on_step=False, on_epoch=True, batch_size=size)
+        return total
+
+    def on_validation_epoch_start(self) -> None:
+        """Start a fresh metric accumulator."""
+        if self.is_binary:
+            self._accumulator = BinaryMetricAccumulator([self.eval_metric])
+        else:
+            self._accumulator = MulticlassMetricAccumulator(self.model.num_classes)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Score each image on its valid (unpadded) region at the model's resolution."""
+        loss, logits = self._losses(batch)
+        self.log("val_loss", loss, on_epoch=True, batch_size=batch["image"].shape[0])
+        logits = logits.float()
+        if self.is_binary:
+            scores = torch.sigmoid(logits[:, 0])
+        else:
+            scores = logits.argmax(dim=1)
+        for score, mask, (h, w) in zip(scores, batch["mask"], batch["resized_hw"], strict=True):
+            pred = score[:h, :w].cpu().numpy()
+            gt = mask[:h, :w].cpu().numpy()
+            if self.is_binary:
+                self._accumulator.update(pred, gt == 1)
+            else:
+                self._accumulator.update(pred.astype(np.int64), gt)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_<metric>``, the number early stopping and the best-weights keeper watch."""
+        results = self._accumulator.compute()
+        self.log(f"val_{self.eval_metric}", float(results[self.eval_metric]), prog_bar=True)
+
+    def configure_optimizers(self) -> dict:
+        """AdamW over the trainable parameters with a linear decay of the rate to zero."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optim = self.config.optim
+        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, 1.0 - step / total)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+        }

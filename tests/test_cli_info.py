@@ -1,0 +1,108 @@
+"""Parameter counts (paper's table) and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoseg.cli import main
+from autoseg.info import parameter_counts
+
+# Conv-LoRA paper, SAM ViT-H, binary: LoRA 491,520 + MoE-conv 23,040 + decoder 3,505,536.
+VIT_H_TRAINABLE = {"conv_lora": 4_020_096, "lora": 3_997_056, "decoder_only": 3_505_536}
+
+
+@pytest.mark.parametrize("method", list(VIT_H_TRAINABLE))
+def test_vit_h_trainable_counts_match_the_paper(method):
+    counts = parameter_counts("vit_h", method)
+    assert counts["trainable"] == VIT_H_TRAINABLE[method]
+    assert counts["decoder"] == 3_505_536
+    assert counts["lora"] == (491_520 if method != "decoder_only" else 0)
+    assert counts["moe_conv"] == (23_040 if method == "conv_lora" else 0)
+
+
+def test_multiclass_head_adds_one_token_and_mlp_per_class():
+    binary = parameter_counts("vit_b", "conv_lora", num_classes=1)["decoder"]
+    five = parameter_counts("vit_b", "conv_lora", num_classes=5)["decoder"]
+    token_and_mlp = 256 + (256 * 256 + 256) * 2 + (256 * 32 + 32)
+    assert five - binary == 4 * token_and_mlp
+
+
+def test_info_command_prints_the_table(capsys):
+    assert main(["info", "--backbone", "vit_h"]) == 0
+    out = capsys.readouterr().out
+    for number in ("4,020,096", "3,997,056", "3,505,536"):
+        assert number in out
+
+
+def test_cli_user_errors_exit_2(tmp_path, capsys):
+    code = main(["fit", "--train", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "m")])
+    assert code == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_cli_fit_predict_evaluate(tmp_path, capsys):
+    from autoseg.data.synthetic import make_synthetic_binary
+
+    train_csv, test_csv = make_synthetic_binary(
+        tmp_path / "data", n_images=6, size=(40, 56), split_test=2, seed=3
+    )
+    sets = [
+        "model.backbone=vit_tiny",
+        "data.image_size=64",
+        "optim.max_epochs=1",
+        "env.num_workers=0",
+    ]
+    args = [
+        "-v",
+        "0",
+        "fit",
+        "--train",
+        str(train_csv),
+        "--out",
+        str(tmp_path / "model"),
+        "--preset",
+        "cpu_lite",
+    ]
+    for item in sets:
+        args += ["--set", item]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["backbone"] == "vit_tiny"
+    assert (
+        main(
+            [
+                "-v",
+                "0",
+                "predict",
+                "--model",
+                str(tmp_path / "model"),
+                "--input",
+                str(test_csv),
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 2
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "-v",
+                "0",
+                "evaluate",
+                "--model",
+                str(tmp_path / "model"),
+                "--data",
+                str(test_csv),
+                "--metrics",
+                "iou",
+                "dice",
+            ]
+        )
+        == 0
+    )
+    assert set(json.loads(capsys.readouterr().out)) == {"iou", "dice"}
