@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +89,21 @@ def build_trainer(
     return trainer, keeper
 
 
+@contextlib.contextmanager
+def _quiet_lightning(verbosity: int) -> Iterator[None]:
+    """Hide Lightning's start-up chatter (device lines, tips) below verbosity 3."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    if verbosity < 3:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def run_fit(
     task: SegmentationTask,
     datamodule: SegmentationDataModule,
@@ -97,12 +115,13 @@ def run_fit(
     if task.config.env.num_threads > 0:
         torch.set_num_threads(task.config.env.num_threads)
     monitor = f"val_{task.eval_metric}"
-    trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
     start = time.perf_counter()
     task.model.train()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_lightning(verbosity):
         # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
         trainer.fit(task, datamodule=datamodule)
     return FitResult(
         epochs=trainer.current_epoch,

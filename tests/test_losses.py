@@ -1,0 +1,67 @@
+"""Task losses: real per-pixel weighting, ignored pixels, multi-class CE + Dice."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from autoseg.training.losses import (
+    balanced_bce_loss,
+    cross_entropy_dice_loss,
+    structure_loss,
+    task_loss,
+)
+
+
+def _target(size: int = 40) -> torch.Tensor:
+    target = torch.zeros(1, size, size, dtype=torch.long)
+    target[:, 10:25, 12:30] = 1
+    return target
+
+
+def test_structure_loss_weights_each_pixel():
+    target = _target()
+    logits = torch.randn(1, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    mask = (target == 1).float().unsqueeze(1)
+    weight = 1 + 5 * (F.avg_pool2d(mask, 31, stride=1, padding=15) - mask).abs()
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    expected_bce = (weight * bce).sum() / weight.sum()
+    prob = logits.sigmoid()
+    inter = (prob * mask * weight).sum()
+    union = ((prob + mask) * weight).sum()
+    expected = expected_bce + 1 - (inter + 1) / (union - inter + 1)
+    torch.testing.assert_close(structure_loss(logits, target), expected)
+    # The widely copied version averages the BCE before weighting: a different number.
+    unweighted = bce.mean() + 1 - (inter + 1) / (union - inter + 1)
+    assert not torch.isclose(structure_loss(logits, target), unweighted)
+
+
+def test_ignored_pixels_do_not_contribute():
+    target = _target()
+    logits = torch.randn(1, 1, 40, 40, generator=torch.Generator().manual_seed(1))
+    ignored = target.clone()
+    ignored[:, 35:, :] = 255
+    changed = logits.clone()
+    changed[:, :, 35:, :] = 100.0
+    for loss in (structure_loss, balanced_bce_loss):
+        assert torch.isclose(loss(logits, ignored), loss(changed, ignored))
+        assert not torch.isclose(loss(logits, target), loss(changed, target))
+
+
+def test_perfect_prediction_scores_lower_than_inverted():
+    target = _target()
+    good = (target.float() * 20 - 10).unsqueeze(1)
+    for loss in (structure_loss, balanced_bce_loss):
+        assert loss(good, target) < loss(-good, target)
+
+
+def test_multiclass_loss_is_ce_plus_dice_and_ignores_void():
+    target = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(2))
+    target[:, :3] = 255
+    logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+    loss = cross_entropy_dice_loss(logits, target)
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    assert loss > ce
+    loss.backward()
+    assert logits.grad[:, :, :3].abs().max() == 0
+    assert torch.equal(task_loss(logits, target, "structure"), loss)
