@@ -216,3 +216,14 @@ def test_training_mode_keeps_frozen_batchnorm_statistics():
     model(torch.randn(2, 3, 64, 64))
     after = {k: v for k, v in model.state_dict().items() if "running" in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_max_steps_ending_mid_epoch_still_validates(binary_data, tmp_path):
+    # 6 training images, batch 2, accumulation 2 -> 2 optimiser steps per epoch; stop after 1.
+    hyper = {**TINY, "optim.max_steps": 1, "optim.max_epochs": 5}
+    seg = SemanticSegmentor(
+        presets="cpu_lite", hyperparameters=hyper, path=tmp_path / "m", verbosity=0
+    )
+    seg.fit(binary_data[0])
+    assert seg.summary()["steps"] == 1
+    assert seg.summary()["best_val_iou"] is not None

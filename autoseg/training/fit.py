@@ -64,8 +64,13 @@ def build_trainer(
     """Configure a Trainer for one run and return it with its best-weights keeper."""
     mode = metric_mode(monitor.removeprefix("val_"))
     keeper = BestWeightsKeeper(monitor, mode=mode)
+    # strict=False: a run that ends on max_steps mid-epoch has no last validation.
     stopper = EarlyStopping(
-        monitor=monitor, mode=mode, patience=config.optim.patience, check_finite=False
+        monitor=monitor,
+        mode=mode,
+        patience=config.optim.patience,
+        check_finite=False,
+        strict=False,
     )
     env = config.env
     trainer = L.Trainer(
@@ -123,6 +128,10 @@ def run_fit(
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
         trainer.fit(task, datamodule=datamodule)
+        if keeper.best_score is None:
+            # Stopped (max_steps, time limit) before any validation: score the final weights
+            # so the saved predictor always carries a measured validation score.
+            trainer.validate(task, datamodule=datamodule, verbose=False)
     return FitResult(
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
