@@ -6,6 +6,7 @@ import torch
 
 from autoseg.config import Config
 from autoseg.models.backbones import BACKBONES, SamParts
+from autoseg.models.checkpointing import enable_activation_checkpointing
 from autoseg.models.segmenter import SamSegmenter, build_segmenter
 from autoseg.peft import adapter_parameter_counts, apply_peft
 
@@ -33,6 +34,8 @@ def build_model(
     )
     peft = config.peft
     apply_peft(model, peft.method, rank=peft.rank, alpha=peft.alpha, num_experts=peft.num_experts)
+    if config.env.activation_checkpointing:
+        enable_activation_checkpointing(model)
     return model, parts
 
 

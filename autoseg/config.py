@@ -103,6 +103,11 @@ class EnvConfig:
     accelerator: str = "auto"
     num_threads: int = 0
     eval_batch_size: int = 4
+    activation_checkpointing: bool = False
+    checkpoint_every_n_steps: int = 10
+    num_gpus: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
 
 
 @dataclass
