@@ -35,8 +35,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         label=args.label_column,
         image=args.image_column,
     )
-    seg.fit(args.train, tuning_data=args.tuning, time_limit=args.time_limit)
-    print(json.dumps(seg.summary(), indent=2, default=str))
+    seg.fit(args.train, tuning_data=args.tuning, time_limit=args.time_limit, resume=args.resume)
+    from autoseg.fitting import is_ddp_worker
+
+    if not is_ddp_worker():  # DDP's extra processes run this command too
+        print(json.dumps(seg.summary(), indent=2, default=str))
     return EXIT_OK
 
 
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--problem-type", default="auto", choices=["auto", "binary", "multiclass"])
     fit.add_argument("--time-limit", type=float, help="seconds")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted fit in --out from its last checkpoint",
+    )
     fit.add_argument("--image-column", default="image")
     fit.add_argument("--label-column", default="label")
     fit.add_argument(

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 
 from autoseg import __version__
-from autoseg.builder import build_model, normalization_for
-from autoseg.config import Config, resolve_config
-from autoseg.data.datamodule import SegmentationDataModule
-from autoseg.data.prepare import prepare_prediction_table, prepare_training_data
-from autoseg.evaluation import default_metric, evaluate_model
+from autoseg.builder import normalization_for
+from autoseg.config import Config
+from autoseg.data.prepare import prepare_prediction_table
+from autoseg.evaluation import evaluate_model
+from autoseg.fitting import fit_segmentor
 from autoseg.inference import iter_probabilities, probabilities_to_ids
 from autoseg.loading import load_predictor_state
-from autoseg.peft import adapter_parameter_counts, trainable_state_dict
-from autoseg.persistence import is_nonempty_dir, save_predictor_folder
+from autoseg.peft import trainable_state_dict
+from autoseg.persistence import save_predictor_folder
 from autoseg.problem import Problem
-from autoseg.training.fit import run_fit
-from autoseg.training.module import SegmentationTask
 from autoseg.visualize import save_predictions
 
 
@@ -51,6 +48,9 @@ class SemanticSegmentor:
         seed: seed for the split, augmentation and initialisation.
         verbosity: 0 silent, 1 messages, 2 messages and progress bars.
         class_names: optional names of the classes in class-id order.
+        class_colors: for colour (RGB) masks, which class each colour is, e.g.
+            ``{(0, 0, 0): "soil", (0, 255, 0): "crop", (255, 0, 0): "weed"}``; class ids
+            follow the mapping's order, colours mapped to ``None`` are ignored.
 
     Example:
         >>> seg = SemanticSegmentor(problem_type="binary").fit("train.csv")  # doctest: +SKIP
@@ -72,6 +72,7 @@ class SemanticSegmentor:
         seed: int = 0,
         verbosity: int = 2,
         class_names: list[str] | None = None,
+        class_colors: Mapping[Any, str | None] | None = None,
     ) -> None:
         self.problem_type = problem_type
         self.label = label
@@ -83,6 +84,7 @@ class SemanticSegmentor:
         self.seed = seed
         self.verbosity = verbosity
         self.class_names = class_names
+        self.class_colors = class_colors
 
     # ----------------------------------------------------------------- training
     def fit(
@@ -91,6 +93,7 @@ class SemanticSegmentor:
         tuning_data: pd.DataFrame | str | Path | None = None,
         time_limit: float | None = None,
         hyperparameters: dict[str, Any] | None = None,
+        resume: bool = False,
     ) -> SemanticSegmentor:
         """Validate the data, fine-tune, keep the best validated model and save it.
 
@@ -99,58 +102,39 @@ class SemanticSegmentor:
             tuning_data: validation data; ``None`` holds out a seeded 10% (at least one).
             time_limit: seconds; training stops in time and keeps the best model so far.
             hyperparameters: dotted keys applied over the constructor's ones.
+            resume: continue an interrupted fit in ``path`` from its last checkpoint (call
+                with the same data; the interrupted run's settings are reused).
 
         Returns:
             ``self``, fitted and saved in ``path_``.
 
         """
-        config, preset = resolve_config(self.presets, self.hyperparameters, hyperparameters)
-        folder = self._fit_folder()
-        train, val, problem = prepare_training_data(
-            train_data,
-            tuning_data,
-            image_col=self.image,
-            label_col=self.label,
-            problem_type=self.problem_type,
-            class_names=self.class_names,
-            seed=self.seed,
+        outcome = fit_segmentor(self, train_data, tuning_data, time_limit, hyperparameters, resume)
+        self._set_state(
+            outcome.model,
+            outcome.config,
+            outcome.preset,
+            outcome.problem,
+            outcome.eval_metric,
+            outcome.folder,
         )
-        eval_metric = self.eval_metric or default_metric(problem)
-        L.seed_everything(self.seed, verbose=False)
-        model, parts = build_model(config, problem.num_outputs)
-        counts = adapter_parameter_counts(model)
-        self._say(
-            f"autoseg: preset {preset!r}, backbone {config.model.backbone} at "
-            f"{config.data.image_size} px, {config.peft.method}: {counts['trainable']:,} "
-            f"trainable of {counts['total']:,} parameters "
-            f"({100 * counts['trainable'] / counts['total']:.2f}%); {problem.problem_type}, "
-            f"{len(train)} training / {len(val)} validation images; saving to {folder}"
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        datamodule = SegmentationDataModule(
-            train, val, problem, config, normalization_for(config.model.backbone), self.seed
-        )
-        task = SegmentationTask(model, config, eval_metric)
-        result = run_fit(task, datamodule, folder, time_limit, self.verbosity)
-        self._set_state(model, config, preset, problem, eval_metric, folder)
         self.backbone_ = {
-            "name": config.model.backbone,
-            "checkpoint_path": parts.checkpoint_path,
-            "checkpoint_sha256": parts.checkpoint_sha256,
+            "name": outcome.config.model.backbone,
+            "checkpoint_path": outcome.parts.checkpoint_path,
+            "checkpoint_sha256": outcome.parts.checkpoint_sha256,
         }
-        self.fit_summary_ = {
-            "epochs": result.epochs,
-            "steps": result.steps,
-            "best_epoch": result.best_epoch,
-            f"best_val_{eval_metric}": result.best_score,
-            "fit_time_s": round(result.fit_time_s, 1),
-            "trainable_parameters": counts["trainable"],
-            "total_parameters": counts["total"],
-        }
-        self.save(folder)
+        self.fit_summary_ = outcome.summary
+        if not outcome.is_global_zero:
+            return self  # other DDP processes: rank zero writes the folder
+        self.save(outcome.folder)
+        self.predict(outcome.validation, save_dir=outcome.folder / "validation_overlays")
+        summary = outcome.summary
         self._say(
-            f"autoseg: done in {result.fit_time_s:.0f} s; best val {eval_metric} "
-            f"{result.best_score}; load it with SemanticSegmentor.load({str(folder)!r})"
+            f"autoseg: done in {summary['fit_time_s']:.0f} s; best validation "
+            f"{outcome.eval_metric} {summary[f'best_val_{outcome.eval_metric}']}.\n"
+            f"  folder: {outcome.folder} (config.yaml, adapter.safetensors, logs/metrics.csv, "
+            "TensorBoard logs in logs/tensorboard, training_curve.png, validation_overlays/)\n"
+            f"  load it with: SemanticSegmentor.load({str(outcome.folder)!r})"
         )
         return self
 
@@ -198,7 +182,9 @@ class SemanticSegmentor:
         device = (
             "cuda" if torch.cuda.is_available() and self.config_.env.accelerator != "cpu" else "cpu"
         )
-        precision = torch.bfloat16 if device == "cuda" else None
+        precision = None
+        if device == "cuda":
+            precision = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return iter_probabilities(
             self.model_,
             table,
@@ -281,18 +267,6 @@ class SemanticSegmentor:
         self.class_names_ = list(problem.class_names)
         self.eval_metric_ = eval_metric
         self.path_ = folder
-
-    def _fit_folder(self) -> Path:
-        if self.path is None:
-            stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-            return Path("autoseg_models") / f"segmentor_{stamp}"
-        folder = Path(self.path)
-        if is_nonempty_dir(folder):
-            raise FileExistsError(
-                f"path={str(folder)!r} already exists and is not empty; autoseg never "
-                "overwrites a predictor silently. Pass a new path, or delete that folder."
-            )
-        return folder
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.data.masks import binary_target, encode_multiclass
-from autoseg.training.losses import IGNORE_INDEX
+from autoseg.data.colors import ColorTable
+from autoseg.data.masks import (
+    IGNORE_INDEX,
+    MaskFormatError,
+    as_single_channel,
+    binary_target,
+    encode_multiclass,
+)
 
 PROBLEM_TYPES = ("auto", "binary", "multiclass")
 BINARY_VALUE_SETS = ({0, 1}, {0, 255})
@@ -23,8 +30,10 @@ class Problem:
 
     Attributes:
         problem_type: ``binary`` or ``multiclass``.
-        classes: the original mask values, in class-id order (binary: ``(0, 1)``).
+        classes: the original mask values, in class-id order (binary: ``(0, 1)``; colour
+            masks: ``(0, .., K-1)``, as colours do not fit a uint8 id mask).
         class_names: one readable name per class.
+        colors: for colour (RGB) masks, the colour-to-class table from ``class_colors``.
 
     Example:
         >>> problem = Problem("multiclass", classes=(0, 3, 7), class_names=("bg", "a", "b"))
@@ -36,6 +45,7 @@ class Problem:
     problem_type: str
     classes: tuple[int, ...]
     class_names: tuple[str, ...] = field(default=())
+    colors: ColorTable | None = None
 
     @property
     def num_outputs(self) -> int:
@@ -44,6 +54,8 @@ class Problem:
 
     def target(self, raw_mask: np.ndarray) -> np.ndarray:
         """Turn a raw mask into class ids 0..K-1 with 255 = ignore."""
+        if self.colors is not None:
+            return self.colors.encode(raw_mask)
         if self.problem_type == "binary":
             return binary_target(raw_mask)
         return encode_multiclass(raw_mask, self.classes)
@@ -56,17 +68,23 @@ class Problem:
         return lookup[ids]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for config.yaml."""
-        return {
+        """Plain data for config.yaml (colours as ``[r, g, b, class_id]`` lists)."""
+        values: dict[str, Any] = {
             "problem_type": self.problem_type,
             "classes": [int(c) for c in self.classes],
             "class_names": list(self.class_names),
         }
+        if self.colors is not None:
+            values["class_colors"] = [list(entry) for entry in self.colors.entries]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Problem:
         """Inverse of :meth:`to_dict`."""
-        return cls(values["problem_type"], tuple(values["classes"]), tuple(values["class_names"]))
+        names = tuple(values["class_names"])
+        colors = values.get("class_colors")
+        table = ColorTable.from_entries(colors, names) if colors else None
+        return cls(values["problem_type"], tuple(values["classes"]), names, table)
 
 
 class MaskValueCollector:
@@ -74,30 +92,36 @@ class MaskValueCollector:
 
     Validation reads every mask once anyway; collecting the values there means class
     discovery costs no second pass over the files.
+
+    Args:
+        problem_type: ``auto``, ``binary`` or ``multiclass``.
+        colors: the checked ``class_colors`` table for colour (RGB) masks, or ``None``.
+
     """
 
-    def __init__(self, problem_type: str) -> None:
+    def __init__(self, problem_type: str, colors: ColorTable | None = None) -> None:
         if problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+        if colors is not None and problem_type == "binary":
+            raise ValueError(
+                "class_colors describes a multi-class problem (one output per class); use "
+                "problem_type='auto' or 'multiclass' with it"
+            )
         self.problem_type = problem_type
+        self.colors = colors
         self.values: set[int] = set()
         self.binary_sets: list[set[int]] = []
         self._lock = threading.Lock()
 
     def __call__(self, mask: np.ndarray) -> str | None:
         """Return a problem description for an illegal mask, else ``None``."""
-        if mask.ndim == 3:
-            if not (
-                np.array_equal(mask[..., 0], mask[..., 1])
-                and np.array_equal(mask[..., 0], mask[..., 2])
-            ):
-                return (
-                    "is a colour (RGB) mask; save class ids as a single-channel PNG "
-                    "(0..K-1, 255 = ignore) or pass class_colors"
-                )
-            mask = mask[..., 0]
-        if mask.dtype == bool:
-            mask = mask.astype(np.uint8)
+        try:
+            if self.colors is not None:
+                self.colors.encode(mask)  # names any colour missing from class_colors
+                return None
+            mask = as_single_channel(mask)  # names the colours of a real colour mask
+        except MaskFormatError as err:
+            return str(err)
         if not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0 or mask.max() > 255:
             return "has values outside 0..255; use 8-bit class ids (255 = ignore)"
         values = {int(v) for v in np.flatnonzero(np.bincount(mask.ravel().astype(np.int64)))}
@@ -114,25 +138,53 @@ class MaskValueCollector:
 
     def problem(self, class_names: Sequence[str] | None = None) -> Problem:
         """Decide the problem from everything collected (call after validation)."""
+        if self.colors is not None:
+            names = self.colors.class_names
+            if class_names and tuple(class_names) != names:
+                raise ValueError(
+                    f"class_names {list(class_names)} differ from the names in class_colors "
+                    f"{list(names)}; with class_colors, name the classes there only"
+                )
+            return Problem("multiclass", tuple(range(len(names))), names, self.colors)
         is_binary = all(any(v <= s for s in BINARY_VALUE_SETS) for v in self.binary_sets)
+        # more than two names (e.g. classes.txt) says multi-class even if a subset looks binary
+        is_binary = is_binary and not (class_names and len(class_names) > 2)
         if self.problem_type == "binary" or (self.problem_type == "auto" and is_binary):
             names = tuple(class_names) if class_names else ("background", "foreground")
             return Problem("binary", (0, 1), _check_names(names, 2))
         classes = tuple(sorted(self.values - {IGNORE_INDEX}))
         if len(classes) < 2:
             raise ValueError(
-                f"Multi-class training needs at least 2 classes; masks hold {classes}."
+                f"Multi-class training needs at least 2 classes; the masks hold only "
+                f"{list(classes)} (255 = ignore). For 0/255 foreground masks use "
+                "problem_type='binary' or 'auto'."
             )
-        return Problem("multiclass", classes, _names_for(classes, class_names))
+        classes, names = _classes_and_names(classes, class_names)
+        return Problem("multiclass", classes, names)
 
 
-def _names_for(classes: tuple[int, ...], names: Sequence[str] | None) -> tuple[str, ...]:
-    """Names given per class, or a legend indexed by mask value (like ``classes.txt``)."""
+def _classes_and_names(
+    found: tuple[int, ...], names: Sequence[str] | None
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Classes and their names from the values found and the names given, if any.
+
+    Names are either one per found value (in sorted-value order), or a legend indexed by mask
+    value (``classes.txt`` style: line ``k`` names value ``k``). A legend declares the whole
+    label space, so its classes are ``0..N-1`` even when some never occur in the training
+    masks: test masks that hold them must still be scorable.
+    """
     if not names:
-        return tuple(str(c) for c in classes)
-    if len(names) != len(classes) and max(classes) < len(names):
-        return tuple(names[c] for c in classes)
-    return _check_names(tuple(names), len(classes))
+        return found, tuple(str(c) for c in found)
+    if len(names) > len(found) and max(found) < len(names) <= IGNORE_INDEX:
+        unseen = [f"{k} ({names[k]})" for k in range(len(names)) if k not in found]
+        warnings.warn(
+            f"no training mask holds {', '.join(unseen)}, named in the class names; the "
+            "model cannot learn to predict what it never saw",
+            UserWarning,
+            stacklevel=3,
+        )
+        return tuple(range(len(names))), tuple(names)
+    return found, _check_names(tuple(names), len(found))
 
 
 def _check_names(names: tuple[str, ...], expected: int) -> tuple[str, ...]:

@@ -60,6 +60,10 @@ def test_fit_learns_state_and_saves(fitted):
     assert (fitted.path_ / "config.yaml").is_file()
     assert (fitted.path_ / "adapter.safetensors").is_file()
     assert (fitted.path_ / "logs" / "metrics.csv").is_file()
+    assert list((fitted.path_ / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (fitted.path_ / "training_curve.png").is_file()
+    assert list((fitted.path_ / "validation_overlays" / "overlays").glob("*.png"))
+    assert not (fitted.path_ / "resume").exists(), "a finished fit leaves no pickle behind"
     summary = fitted.summary()
     assert summary["backbone"] == "vit_tiny" and summary["peft_method"] == "conv_lora"
     assert summary["epochs"] == 2 and summary["trainable_parameters"] > 0

@@ -49,14 +49,69 @@ def as_single_channel(mask: np.ndarray) -> np.ndarray:
         channels = mask.shape[2] if mask.shape[2] < 4 else 3  # alpha never carries labels
         for c in range(1, channels):
             if not np.array_equal(first, mask[:, :, c]):
-                raise MaskFormatError(
-                    "colour mask: its colour channels differ. Save masks as single-channel "
-                    "images of class ids (0..K-1, 255 = ignore), or provide class_colors"
-                )
+                raise MaskFormatError(unmapped_colours_message(mask))
         mask = first
     if mask.ndim != 2:
         raise MaskFormatError(f"expected a 2-D mask (H, W), got an array of shape {mask.shape}")
     return mask
+
+
+def pack_rgb(mask: np.ndarray) -> np.ndarray:
+    """Pack an 8-bit colour mask into one int32 code per pixel, ``r << 16 | g << 8 | b``.
+
+    One integer per pixel lets colours be looked up with sorted-array searches and
+    ``np.unique`` instead of slow row-wise comparisons.
+
+    Args:
+        mask: ``(H, W, 3|4)`` uint8 array (a fourth, alpha channel is ignored).
+
+    Returns:
+        ``(H, W)`` int32 array of colour codes.
+
+    Raises:
+        MaskFormatError: The mask is not an 8-bit colour array.
+
+    """
+    if mask.ndim != 3 or mask.shape[2] not in (3, 4) or mask.dtype != np.uint8:
+        raise MaskFormatError(
+            f"expected an 8-bit RGB colour mask, got shape {mask.shape} and dtype {mask.dtype}"
+        )
+    rgb = mask[:, :, :3].astype(np.int32)
+    return (rgb[:, :, 0] << 16) | (rgb[:, :, 1] << 8) | rgb[:, :, 2]
+
+
+def unpack_rgb(code: int) -> tuple[int, int, int]:
+    """Inverse of :func:`pack_rgb` for one code."""
+    code = int(code)
+    return (code >> 16) & 255, (code >> 8) & 255, code & 255
+
+
+def format_colours(codes: Iterable[int], limit: int = 6) -> str:
+    """``(r, g, b), (r, g, b) and N more`` for packed colour codes, in sorted order."""
+    ordered = sorted(int(c) for c in codes)
+    shown = ", ".join(str(unpack_rgb(c)) for c in ordered[:limit])
+    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def distinct_colours(mask: np.ndarray) -> list[int]:
+    """Sorted packed codes of the distinct colours of a colour mask (any integer dtype)."""
+    if mask.dtype != np.uint8:
+        # rare (16-bit colour TIFFs): clip so every colour still gets a code to report
+        mask = np.clip(mask[:, :, :3], 0, 255).astype(np.uint8)
+    return [int(c) for c in np.unique(pack_rgb(mask))]
+
+
+def unmapped_colours_message(mask: np.ndarray) -> str:
+    """Explain that a colour mask needs ``class_colors``, naming the colours it holds."""
+    codes = distinct_colours(mask)
+    example = ", ".join(f"{unpack_rgb(c)}: 'name{i}'" for i, c in enumerate(codes[:3]))
+    more = ", ..." if len(codes) > 3 else ""
+    return (
+        f"colour mask: its colour channels differ; it holds {len(codes)} colours: "
+        f"{format_colours(codes)}. Pass class_colors={{{example}{more}}} (one entry per "
+        "colour, None for colours to ignore) to say which class each colour is, or save "
+        "masks as single-channel images of class ids (0..K-1, 255 = ignore)"
+    )
 
 
 def distinct_values(mask: np.ndarray) -> set[int]:
@@ -183,7 +238,8 @@ def encode_multiclass(mask: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     if unknown:
         raise MaskFormatError(
             f"found values {_format_values(unknown)} that are not classes "
-            f"{_format_values(class_list)} nor 255 (ignore); fix the mask or list every class"
+            f"{_format_values(class_list)} nor 255 (ignore). The classes are the values found "
+            "in the training masks: fix the mask, or set such pixels to 255 to ignore them"
         )
     lookup = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     lookup[class_list] = np.arange(len(class_list), dtype=np.uint8)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from autoseg.data.colors import ColorTable
 from autoseg.data.table import DataValidationError, check_with, load_table, validate_table
 from autoseg.problem import MaskValueCollector, Problem, read_class_names
 
@@ -22,17 +24,36 @@ def prepare_training_data(
     problem_type: str = "auto",
     class_names: list[str] | None = None,
     seed: int = 0,
+    class_colors: Mapping[Any, str | None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Problem]:
     """Load and check every row, decide the problem, and split off validation if needed.
 
     All problems of both tables are reported in one :class:`DataValidationError`, before
-    anything is trained or written.
+    anything is trained or written. The classes are discovered in the same single pass
+    over the masks (see :class:`~autoseg.problem.MaskValueCollector`).
+
+    Args:
+        train_data: DataFrame or CSV path of training images and masks.
+        tuning_data: optional validation data; ``None`` splits off a seeded 10%.
+        image_col: column holding image paths.
+        label_col: column holding mask paths.
+        problem_type: ``auto``, ``binary`` or ``multiclass``.
+        class_names: names in class-id order (or a legend indexed by mask value); default
+            ``classes.txt`` beside a training CSV, if there is one.
+        seed: seed of the validation split.
+        class_colors: for colour (RGB) masks, ``{(r, g, b): name}`` (``None`` = ignore);
+            see :mod:`autoseg.data.colors`.
 
     Returns:
         (train table, validation table, problem).
 
+    Raises:
+        DataValidationError: Problems in the rows of either table.
+        ValueError, TypeError: Malformed ``class_colors`` or inconsistent class names.
+
     """
-    collector = MaskValueCollector(problem_type)
+    colors = ColorTable.from_mapping(class_colors) if class_colors is not None else None
+    collector = MaskValueCollector(problem_type, colors)
     tables, problems = [], []
     for data in (train_data, tuning_data):
         if data is None:
@@ -46,7 +67,9 @@ def prepare_training_data(
     if problems:
         raise DataValidationError(problems)
     names = class_names or (
-        read_class_names(train_data) if isinstance(train_data, str | Path) else None
+        read_class_names(train_data)
+        if isinstance(train_data, str | Path) and colors is None
+        else None
     )
     problem = collector.problem(names)
     if len(tables) == 2:

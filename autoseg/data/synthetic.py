@@ -1,4 +1,4 @@
-"""A small synthetic binary segmentation data set, made offline with scikit-image.
+"""Small synthetic segmentation data sets (binary and multi-class), made offline.
 
 Each image shows one to four light, striped, speckled ellipses (the foreground) on a
 cluttered background: smooth colour variation, mid-tone rectangles and triangles, darker
@@ -9,12 +9,13 @@ is bright), so a model has to learn colour and texture, yet it learns the task i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from skimage.draw import ellipse, random_shapes
+from skimage.draw import ellipse, random_shapes, rectangle
 from skimage.filters import gaussian
 
 from autoseg.data.io import PathLike
@@ -22,6 +23,20 @@ from autoseg.data.io import PathLike
 _MIN_SIDE, _MAX_SIDE = 16, 1024
 _FOREGROUND_RGB = np.array([0.95, 0.78, 0.40])
 _DISTRACTOR_RGB = np.array([0.30, 0.35, 0.65])
+# image colours of multi-class foreground classes 1, 2, ... (class 0 is the background)
+_CLASS_RGB = np.array(
+    [
+        [0.95, 0.78, 0.40],
+        [0.20, 0.45, 0.95],
+        [0.90, 0.25, 0.30],
+        [0.30, 0.85, 0.35],
+        [0.85, 0.40, 0.90],
+        [0.10, 0.90, 0.90],
+        [0.98, 0.98, 0.98],
+    ]
+)
+SYNTHETIC_VOID_RGB = (255, 255, 255)
+"""Colour of ignored (void) pixels in the RGB masks of :func:`make_synthetic_multiclass`."""
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -116,6 +131,18 @@ def make_synthetic_binary(
         >>> train_csv, test_csv = make_synthetic_binary("demo_data", n_images=12, split_test=4)
 
     """
+    return _write_dataset(folder, n_images, size, seed, split_test, _render_pair)
+
+
+def _write_dataset(
+    folder: PathLike,
+    n_images: int,
+    size: tuple[int, int],
+    seed: int,
+    split_test: int,
+    render: Callable[[np.random.Generator, int, int], tuple[np.ndarray, np.ndarray]],
+) -> tuple[Path, Path]:
+    """Check the arguments, render every pair, write PNGs and the two CSVs."""
     height, width = (int(s) for s in size)
     if not (_MIN_SIDE <= height <= _MAX_SIDE and _MIN_SIDE <= width <= _MAX_SIDE):
         raise ValueError(f"size sides must be within {_MIN_SIDE}..{_MAX_SIDE}, got {size}")
@@ -130,7 +157,7 @@ def make_synthetic_binary(
     streams = np.random.SeedSequence(seed).spawn(n_images)
     rows = []
     for i, stream in enumerate(streams):
-        image, mask = _render_pair(np.random.default_rng(stream), height, width)
+        image, mask = render(np.random.default_rng(stream), height, width)
         name = f"synth_{i:03d}.png"
         Image.fromarray(image).save(root / "images" / name)
         Image.fromarray(mask).save(root / "masks" / name)
@@ -141,3 +168,122 @@ def make_synthetic_binary(
     table.iloc[:n_train].to_csv(train_csv, index=False)
     table.iloc[n_train:].to_csv(test_csv, index=False)
     return train_csv, test_csv
+
+
+def _random_rectangle(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Pixel coordinates of a random axis-aligned rectangle inside the image."""
+    side = min(height, width)
+    extent = np.maximum(rng.uniform(0.15, 0.4, size=2) * side, 3).astype(int)
+    top = int(rng.integers(0, max(1, height - extent[0])))
+    left = int(rng.integers(0, max(1, width - extent[1])))
+    rows, cols = rectangle((top, left), extent=tuple(extent), shape=(height, width))
+    return rows.ravel(), cols.ravel()
+
+
+def _render_multiclass(
+    rng: np.random.Generator, height: int, width: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 RGB image and its class-id mask (0..K-1, 255 = void)."""
+    image = _background(rng, height, width)
+    ids = np.zeros((height, width), dtype=np.uint8)
+    for k in range(1, num_classes):
+        # odd classes are ellipses, even ones rectangles; colour and texture tell them apart
+        draw = _random_ellipse if k % 2 else _random_rectangle
+        colour = np.clip(_CLASS_RGB[k - 1] + rng.normal(0, 0.03, size=3), 0, 1)
+        for _ in range(int(rng.integers(1, 3))):
+            rows, cols = draw(rng, height, width)
+            ids[rows, cols] = k
+            texture = rng.normal(0, 0.05 * (1 + k % 3), size=(len(rows), 3))
+            image[rows, cols] = colour + texture
+    # a small patch the "annotator" left unlabelled: it must be ignored, never learned
+    side = max(2, min(height, width) // 12)
+    top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+    ids[top : top + side, left : left + side] = 255
+    image += rng.normal(0, 0.03, size=image.shape)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), ids
+
+
+def _mask_writer(
+    num_classes: int,
+    values: Sequence[int] | None,
+    rgb_colors: Sequence[Sequence[int]] | None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Check ``values``/``rgb_colors`` and return the function that turns ids into a mask."""
+    if not 2 <= num_classes <= len(_CLASS_RGB) + 1:
+        raise ValueError(f"num_classes must be within 2..{len(_CLASS_RGB) + 1}, got {num_classes}")
+    if values is not None and rgb_colors is not None:
+        raise ValueError("give values (class-id masks) or rgb_colors (colour masks), not both")
+    if rgb_colors is not None:
+        colours = np.array(rgb_colors, dtype=np.int64).reshape(-1, 3)
+        if len(colours) != num_classes or len({tuple(c) for c in colours}) != num_classes:
+            raise ValueError(f"rgb_colors needs {num_classes} distinct colours, got {rgb_colors}")
+        if (
+            (colours < 0).any()
+            or (colours > 255).any()
+            or SYNTHETIC_VOID_RGB in map(tuple, colours.tolist())
+        ):
+            raise ValueError(
+                f"rgb_colors must be 0..255 and not the void colour {SYNTHETIC_VOID_RGB}"
+            )
+        lookup = np.zeros((256, 3), np.uint8)
+        lookup[:num_classes] = colours
+        lookup[255] = SYNTHETIC_VOID_RGB
+        return lambda ids: lookup[ids]
+    table = list(range(num_classes)) if values is None else [int(v) for v in values]
+    if (
+        len(table) != num_classes
+        or len(set(table)) != num_classes
+        or not all(0 <= v < 255 for v in table)
+    ):
+        raise ValueError(f"values needs {num_classes} distinct values in 0..254, got {values}")
+    lookup = np.full(256, 255, np.uint8)
+    lookup[:num_classes] = table
+    return lambda ids: lookup[ids]
+
+
+def make_synthetic_multiclass(
+    folder: PathLike,
+    n_images: int = 24,
+    size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    split_test: int = 8,
+    num_classes: int = 3,
+    values: Sequence[int] | None = None,
+    rgb_colors: Sequence[Sequence[int]] | None = None,
+) -> tuple[Path, Path]:
+    """Write a small synthetic multi-class data set in autoseg's input format.
+
+    Class 0 is a cluttered background; class ``k >= 1`` is drawn as one or two ellipses
+    (odd ``k``) or rectangles (even ``k``) with its own colour and texture. Every image also
+    has a small void patch (mask value 255, to be ignored). Files: ``images/synth_XXX.png``,
+    ``masks/synth_XXX.png``, ``train.csv`` and ``test.csv`` (last ``split_test`` images).
+
+    Args:
+        folder: Output folder (created if needed; existing files are overwritten).
+        n_images: Total number of image/mask pairs.
+        size: ``(height, width)`` of every image, each side 16..1024.
+        seed: Random seed; the same arguments always give the same files.
+        split_test: Number of pairs in ``test.csv``; at least 1 and below ``n_images``.
+        num_classes: Number of classes including the background, 2..8.
+        values: Mask value of each class (default ``0..K-1``), e.g. ``(0, 3, 7)`` for
+            non-contiguous class ids. Void stays 255.
+        rgb_colors: If given, masks are RGB colour PNGs: class ``k`` is ``rgb_colors[k]``
+            and void pixels are :data:`SYNTHETIC_VOID_RGB` (white).
+
+    Returns:
+        Paths of ``train.csv`` and ``test.csv``.
+
+    Raises:
+        ValueError: Invalid sizes, counts, values or colours.
+
+    Example:
+        >>> train_csv, test_csv = make_synthetic_multiclass("mc", 12, values=(0, 3, 7))
+
+    """
+    to_mask = _mask_writer(num_classes, values, rgb_colors)
+
+    def render(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, ...]:
+        image, ids = _render_multiclass(rng, height, width, num_classes)
+        return image, to_mask(ids)
+
+    return _write_dataset(folder, n_images, size, seed, split_test, render)

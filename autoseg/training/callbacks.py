@@ -49,6 +49,20 @@ class BestWeightsKeeper(L.Callback):
             self.best_epoch = trainer.current_epoch
             self.best_state = trainable_state_dict(pl_module.model)
 
+    def state_dict(self) -> dict:
+        """Saved in resume checkpoints, so a resumed run still returns the best weights."""
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.best_score = state_dict["best_score"]
+        self.best_epoch = state_dict["best_epoch"]
+        self.best_state = state_dict["best_state"]
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Restore the best weights seen (the last ones stay when nothing was validated)."""
         if self.best_state is not None:

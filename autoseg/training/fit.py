@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from autoseg.config import Config
 from autoseg.data.datamodule import SegmentationDataModule
@@ -31,6 +32,7 @@ class FitResult:
     best_score: float | None
     best_epoch: int | None
     fit_time_s: float
+    is_global_zero: bool = True
 
 
 def metric_mode(metric: str) -> str:
@@ -58,6 +60,34 @@ def accelerator(config: Config) -> str:
     return chosen
 
 
+RESUME_DIR = "resume"
+RESUME_FILE = "last.ckpt"
+
+
+def resume_checkpoint(folder: Path) -> Path:
+    """Where the resume checkpoint of a predictor folder lives."""
+    return folder / RESUME_DIR / RESUME_FILE
+
+
+def resolve_strategy(config: Config) -> tuple[int, str]:
+    """Devices per node and the Lightning strategy (DDP when more than one process).
+
+    Conv-LoRA experts that receive no sample in a step get no gradient, so DDP must look for
+    unused parameters. In notebooks, DDP runs in forked processes (Lightning's
+    notebook-safe launcher) instead of re-running the script.
+    """
+    devices = max(1, config.env.num_gpus)
+    if config.env.strategy != "auto":
+        return devices, config.env.strategy
+    if devices * config.env.num_nodes == 1:
+        return devices, "auto"
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
+    if _IS_INTERACTIVE:
+        return devices, "ddp_notebook_find_unused_parameters_true"
+    return devices, "ddp_find_unused_parameters_true"
+
+
 def build_trainer(
     config: Config, folder: Path, monitor: str, time_limit: float | None, verbosity: int
 ) -> tuple[L.Trainer, BestWeightsKeeper]:
@@ -72,19 +102,31 @@ def build_trainer(
         check_finite=False,
         strict=False,
     )
+    resume_saver = ModelCheckpoint(
+        dirpath=folder / RESUME_DIR,
+        filename="step{step}",
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=max(1, config.env.checkpoint_every_n_steps),
+    )
+    devices, strategy = resolve_strategy(config)
     env = config.env
     trainer = L.Trainer(
         accelerator=accelerator(config),
-        devices=1,
+        devices=devices,
+        num_nodes=env.num_nodes,
+        strategy=strategy,
         precision=resolve_precision(config),
         max_epochs=config.optim.max_epochs,
         max_steps=config.optim.max_steps,
         max_time={"seconds": time_limit} if time_limit else None,
         gradient_clip_val=config.optim.grad_clip,
         accumulate_grad_batches=max(1, env.effective_batch_size // env.batch_size),
-        callbacks=[keeper, stopper],
-        logger=CSVLogger(str(folder), name="logs", version=""),
-        enable_checkpointing=False,
+        callbacks=[keeper, stopper, resume_saver],
+        logger=[
+            CSVLogger(str(folder), name="logs", version=""),
+            TensorBoardLogger(str(folder), name="logs", version="tensorboard"),
+        ],
         enable_progress_bar=verbosity >= 2,
         enable_model_summary=verbosity >= 3,
         num_sanity_val_steps=0,
@@ -115,8 +157,14 @@ def run_fit(
     folder: Path,
     time_limit: float | None = None,
     verbosity: int = 2,
+    resume: bool = False,
 ) -> FitResult:
-    """Train ``task`` on ``datamodule``; the best validated weights end up in the model."""
+    """Train ``task`` on ``datamodule``; the best validated weights end up in the model.
+
+    With ``resume``, training continues from the folder's last resume checkpoint (loaded
+    with ``weights_only=True``: tensors and plain data only, no code). The checkpoint is
+    removed after a successful fit, so a finished predictor folder holds no pickle files.
+    """
     if task.config.env.num_threads > 0:
         torch.set_num_threads(task.config.env.num_threads)
     monitor = f"val_{task.eval_metric}"
@@ -127,15 +175,19 @@ def run_fit(
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
-        trainer.fit(task, datamodule=datamodule)
+        ckpt = resume_checkpoint(folder) if resume else None
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if keeper.best_score is None:
             # Stopped (max_steps, time limit) before any validation: score the final weights
             # so the saved predictor always carries a measured validation score.
             trainer.validate(task, datamodule=datamodule, verbose=False)
+    if trainer.is_global_zero:
+        shutil.rmtree(folder / RESUME_DIR, ignore_errors=True)
     return FitResult(
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
         best_score=keeper.best_score,
         best_epoch=keeper.best_epoch,
         fit_time_s=time.perf_counter() - start,
+        is_global_zero=trainer.is_global_zero,
     )

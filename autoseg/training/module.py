@@ -28,6 +28,8 @@ class SegmentationTask(L.LightningModule):
         self.config = config
         self.eval_metric = eval_metric
         self._accumulator: BinaryMetricAccumulator | MulticlassMetricAccumulator | None = None
+        # Resume checkpoints hold only the trainable weights; the frozen backbone is rebuilt.
+        self.strict_loading = False
 
     @property
     def is_binary(self) -> bool:
@@ -42,6 +44,13 @@ class SegmentationTask(L.LightningModule):
         logits = self.model(batch["image"])
         loss = task_loss(logits.float(), batch["mask"], self.config.loss.binary)
         return loss, logits
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trainable weights in resume checkpoints (MBs instead of GBs)."""
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+        }
 
     def on_train_epoch_start(self) -> None:
         """Put the model in train mode (the gate's noise is on only then)."""
@@ -84,7 +93,12 @@ class SegmentationTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Log ``val_<metric>``, the number early stopping and the best-weights keeper watch."""
         results = self._accumulator.compute()
-        self.log(f"val_{self.eval_metric}", float(results[self.eval_metric]), prog_bar=True)
+        self.log(
+            f"val_{self.eval_metric}",
+            float(results[self.eval_metric]),
+            prog_bar=True,
+            sync_dist=True,
+        )
 
     def configure_optimizers(self) -> dict:
         """AdamW over the trainable parameters with a linear decay of the rate to zero."""

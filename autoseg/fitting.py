@@ -1,0 +1,155 @@
+"""The fit workflow behind ``SemanticSegmentor.fit``: folder, data, model, training, report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import pandas as pd
+import yaml
+
+from autoseg.builder import build_model, normalization_for
+from autoseg.config import Config, resolve_config
+from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.data.prepare import prepare_training_data
+from autoseg.evaluation import default_metric
+from autoseg.models.backbones import SamParts
+from autoseg.models.segmenter import SamSegmenter
+from autoseg.peft import adapter_parameter_counts
+from autoseg.persistence import is_nonempty_dir
+from autoseg.problem import Problem
+from autoseg.training.fit import RESUME_DIR, resume_checkpoint, run_fit
+from autoseg.training.module import SegmentationTask
+from autoseg.training.report import plot_training_curve
+
+if TYPE_CHECKING:
+    from autoseg.predictor import SemanticSegmentor
+
+RUN_FILE = "run.yaml"
+VALIDATION_OVERLAYS = 4
+
+
+@dataclass
+class FitOutcome:
+    """Everything a finished fit hands back to the facade."""
+
+    model: SamSegmenter
+    parts: SamParts
+    config: Config
+    preset: str
+    problem: Problem
+    eval_metric: str
+    folder: Path
+    summary: dict[str, Any]
+    validation: pd.DataFrame
+    is_global_zero: bool
+
+
+def is_ddp_worker() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run the script)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def claim_folder(path: str | Path | None, resume: bool) -> Path:
+    """Pick the predictor folder, refusing to overwrite anything (checked before any work)."""
+    if path is None:
+        if resume:
+            raise ValueError("resume=True needs the path= of the interrupted fit.")
+        stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+        return Path("autoseg_models") / f"segmentor_{stamp}"
+    folder = Path(path)
+    if resume:
+        if not resume_checkpoint(folder).is_file():
+            raise FileNotFoundError(
+                f"Nothing to resume in {folder}: {resume_checkpoint(folder)} does not exist "
+                "(a finished fit removes it). Start a new fit with a new path instead."
+            )
+        return folder
+    if is_nonempty_dir(folder) and not is_ddp_worker():
+        raise FileExistsError(
+            f"path={str(folder)!r} already exists and is not empty; autoseg never "
+            "overwrites a predictor silently. Pass a new path, or delete that folder."
+        )
+    return folder
+
+
+def _run_settings(
+    seg: SemanticSegmentor, folder: Path, resume: bool, hyperparameters: dict[str, Any] | None
+) -> tuple[Config, str]:
+    """The config of this run; a resumed run reuses the interrupted run's exact config."""
+    run_file = folder / RESUME_DIR / RUN_FILE
+    if resume:
+        saved = yaml.safe_load(run_file.read_text())
+        return Config.from_dict(saved["config"]), saved["preset"]
+    return resolve_config(seg.presets, seg.hyperparameters, hyperparameters)
+
+
+def fit_segmentor(
+    seg: SemanticSegmentor,
+    train_data: Any,
+    tuning_data: Any = None,
+    time_limit: float | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> FitOutcome:
+    """Validate the data, build the model, train, and draw the training curve."""
+    folder = claim_folder(seg.path, resume)
+    config, preset = _run_settings(seg, folder, resume, hyperparameters)
+    train, val, problem = prepare_training_data(
+        train_data,
+        tuning_data,
+        image_col=seg.image,
+        label_col=seg.label,
+        problem_type=seg.problem_type,
+        class_names=seg.class_names,
+        seed=seg.seed,
+        class_colors=seg.class_colors,
+    )
+    eval_metric = seg.eval_metric or default_metric(problem)
+    L.seed_everything(seg.seed, verbose=False)
+    model, parts = build_model(config, problem.num_outputs)
+    counts = adapter_parameter_counts(model)
+    seg._say(
+        f"autoseg: preset {preset!r}, backbone {config.model.backbone} at "
+        f"{config.data.image_size} px, {config.peft.method}: {counts['trainable']:,} "
+        f"trainable of {counts['total']:,} parameters "
+        f"({100 * counts['trainable'] / counts['total']:.2f}%); {problem.problem_type}, "
+        f"{len(train)} training / {len(val)} validation images; saving to {folder}"
+        + (" (resuming)" if resume else "")
+    )
+    (folder / RESUME_DIR).mkdir(parents=True, exist_ok=True)
+    if not resume and not is_ddp_worker():
+        run = {"preset": preset, "config": config.to_dict()}
+        (folder / RESUME_DIR / RUN_FILE).write_text(yaml.safe_dump(run, sort_keys=False))
+    datamodule = SegmentationDataModule(
+        train, val, problem, config, normalization_for(config.model.backbone), seg.seed
+    )
+    task = SegmentationTask(model, config, eval_metric)
+    result = run_fit(task, datamodule, folder, time_limit, seg.verbosity, resume=resume)
+    if result.is_global_zero:
+        plot_training_curve(folder, eval_metric)
+    summary = {
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "best_epoch": result.best_epoch,
+        f"best_val_{eval_metric}": result.best_score,
+        "fit_time_s": round(result.fit_time_s, 1),
+        "trainable_parameters": counts["trainable"],
+        "total_parameters": counts["total"],
+    }
+    return FitOutcome(
+        model,
+        parts,
+        config,
+        preset,
+        problem,
+        eval_metric,
+        folder,
+        summary,
+        val.head(VALIDATION_OVERLAYS),
+        result.is_global_zero,
+    )
