@@ -16,13 +16,32 @@ from autoseg.data.synthetic import make_synthetic_binary
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_give_a_loadable_predictor(tmp_path):
-    train_csv, test_csv = make_synthetic_binary(tmp_path / "data", n_images=10, size=(40, 56),
-                                                split_test=2, seed=6)
+    train_csv, test_csv = make_synthetic_binary(
+        tmp_path / "data", n_images=10, size=(40, 56), split_test=2, seed=6
+    )
     out = tmp_path / "model"
-    command = [sys.executable, "-m", "autoseg.cli", "-v", "0", "fit", "--train", str(train_csv),
-               "--out", str(out), "--preset", "cpu_lite"]
-    for item in ("model.backbone=vit_tiny", "data.image_size=64", "optim.max_epochs=2",
-                 "env.num_workers=0", "env.accelerator=cpu", "env.num_gpus=2"):
+    command = [
+        sys.executable,
+        "-m",
+        "autoseg.cli",
+        "-v",
+        "0",
+        "fit",
+        "--train",
+        str(train_csv),
+        "--out",
+        str(out),
+        "--preset",
+        "cpu_lite",
+    ]
+    for item in (
+        "model.backbone=vit_tiny",
+        "data.image_size=64",
+        "optim.max_epochs=2",
+        "env.num_workers=0",
+        "env.accelerator=cpu",
+        "env.num_gpus=2",
+    ):
         command += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

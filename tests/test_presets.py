@@ -11,10 +11,16 @@ from autoseg.training.fit import resolve_precision, resolve_strategy
 
 @pytest.mark.parametrize(
     ("gib", "preset", "backbone"),
-    [(None, "cpu_lite", "lite"), (4.0, "gpu_vit_b_small", "vit_b"),
-     (7.9, "gpu_vit_b_small", "vit_b"), (8.0, "gpu_vit_b", "vit_b"),
-     (16.0, "gpu_vit_b", "vit_b"), (24.0, "gpu_vit_l", "vit_l"),
-     (40.0, "gpu_vit_h", "vit_h"), (80.0, "gpu_vit_h", "vit_h")],
+    [
+        (None, "cpu_lite", "lite"),
+        (4.0, "gpu_vit_b_small", "vit_b"),
+        (7.9, "gpu_vit_b_small", "vit_b"),
+        (8.0, "gpu_vit_b", "vit_b"),
+        (16.0, "gpu_vit_b", "vit_b"),
+        (24.0, "gpu_vit_l", "vit_l"),
+        (40.0, "gpu_vit_h", "vit_h"),
+        (80.0, "gpu_vit_h", "vit_h"),
+    ],
 )
 def test_auto_preset_follows_gpu_memory(monkeypatch, gib, preset, backbone):
     monkeypatch.setattr(config_module, "detect_gpu_memory_gib", lambda: gib)

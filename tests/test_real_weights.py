@@ -14,16 +14,27 @@ BINARY_METRICS = ("iou", "dice", "sm", "em", "wfm", "mae", "ber")
 
 
 def _lite(image_size: int, **extra) -> dict:
-    return {"model.backbone": "lite", "data.image_size": image_size, "env.num_workers": 0,
-            "env.batch_size": 2, "env.eval_batch_size": 4, **extra}
+    return {
+        "model.backbone": "lite",
+        "data.image_size": image_size,
+        "env.num_workers": 0,
+        "env.batch_size": 2,
+        "env.eval_batch_size": 4,
+        **extra,
+    }
 
 
 @pytest.mark.slow
 def test_lite_fit_save_load_is_bit_identical(tmp_path):
-    train_csv, test_csv = make_synthetic_binary(tmp_path / "data", n_images=6, size=(60, 80),
-                                                split_test=2, seed=4)
-    seg = SemanticSegmentor(presets="cpu_lite", path=tmp_path / "model", verbosity=0,
-                            hyperparameters=_lite(64, **{"optim.max_steps": 1}))
+    train_csv, test_csv = make_synthetic_binary(
+        tmp_path / "data", n_images=6, size=(60, 80), split_test=2, seed=4
+    )
+    seg = SemanticSegmentor(
+        presets="cpu_lite",
+        path=tmp_path / "model",
+        verbosity=0,
+        hyperparameters=_lite(64, **{"optim.max_steps": 1}),
+    )
     seg.fit(train_csv)
     assert seg.summary()["backbone"] == "lite"
     loaded = SemanticSegmentor.load(tmp_path / "model", verbosity=0)
@@ -41,7 +52,9 @@ def test_ph2_end_to_end(shared_data, tmp_path):
         frame["image"] = [str(root / p) for p in frame.image]
         frame["label"] = [str(root / p) for p in frame.label]
     seg = SemanticSegmentor(
-        presets="cpu_lite", path=tmp_path / "model", verbosity=0,
+        presets="cpu_lite",
+        path=tmp_path / "model",
+        verbosity=0,
         hyperparameters=_lite(128, **{"optim.max_steps": 3, "optim.lr": 3e-4}),
     )
     seg.fit(train.iloc[:12], tuning_data=train.iloc[12:15])

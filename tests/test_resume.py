@@ -13,19 +13,39 @@ import torch
 
 from autoseg.data.synthetic import make_synthetic_binary
 
-SETTINGS = ["model.backbone=vit_tiny", "data.image_size=64", "optim.max_epochs=3",
-            "optim.patience=100", "env.num_workers=0", "env.batch_size=1",
-            "env.effective_batch_size=1", "env.checkpoint_every_n_steps=4"]
+SETTINGS = [
+    "model.backbone=vit_tiny",
+    "data.image_size=64",
+    "optim.max_epochs=3",
+    "optim.patience=100",
+    "env.num_workers=0",
+    "env.batch_size=1",
+    "env.effective_batch_size=1",
+    "env.checkpoint_every_n_steps=4",
+]
 
 
 @pytest.mark.slow
 def test_killed_fit_resumes_to_the_end(tmp_path):
     # 28 training rows -> 3 validation, 25 training images -> 25 optimiser steps per epoch.
-    train_csv, _ = make_synthetic_binary(tmp_path / "data", n_images=30, size=(40, 56),
-                                         split_test=2, seed=5)
+    train_csv, _ = make_synthetic_binary(
+        tmp_path / "data", n_images=30, size=(40, 56), split_test=2, seed=5
+    )
     out = tmp_path / "model"
-    command = [sys.executable, "-m", "autoseg.cli", "-v", "0", "fit", "--train", str(train_csv),
-               "--out", str(out), "--preset", "cpu_lite"]
+    command = [
+        sys.executable,
+        "-m",
+        "autoseg.cli",
+        "-v",
+        "0",
+        "fit",
+        "--train",
+        str(train_csv),
+        "--out",
+        str(out),
+        "--preset",
+        "cpu_lite",
+    ]
     for item in SETTINGS:
         command += ["--set", item]
     checkpoint = out / "resume" / "last.ckpt"
@@ -33,8 +53,9 @@ def test_killed_fit_resumes_to_the_end(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     while not checkpoint.exists() and process.poll() is None:
         time.sleep(0.01)
     time.sleep(0.2)  # let the first checkpoint finish writing before pulling the plug
@@ -46,8 +67,9 @@ def test_killed_fit_resumes_to_the_end(tmp_path):
     assert 0 < killed_step < 75 and killed_step % 25 != 0, "killed mid-epoch"
 
     started = time.perf_counter()
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True,
-                             timeout=600, env=env)
+    resumed = subprocess.run(
+        command + ["--resume"], capture_output=True, text=True, timeout=600, env=env
+    )
     resumed_after = time.perf_counter() - started
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout)
@@ -56,5 +78,7 @@ def test_killed_fit_resumes_to_the_end(tmp_path):
     assert summary["best_val_iou"] is not None
     assert not (out / "resume").exists()
     assert (out / "adapter.safetensors").is_file()
-    print(f"killed at step {killed_step} after {killed_after:.1f} s; "
-          f"resume finished in {resumed_after:.1f} s")
+    print(
+        f"killed at step {killed_step} after {killed_after:.1f} s; "
+        f"resume finished in {resumed_after:.1f} s"
+    )
