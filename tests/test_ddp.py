@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _cli import fit_command, one_thread_env
 
 from autoseg import SemanticSegmentor
 from autoseg.data.synthetic import make_synthetic_binary
@@ -20,30 +19,16 @@ def test_ddp_two_cpu_processes_give_a_loadable_predictor(tmp_path):
         tmp_path / "data", n_images=10, size=(40, 56), split_test=2, seed=6
     )
     out = tmp_path / "model"
-    command = [
-        sys.executable,
-        "-m",
-        "autoseg.cli",
-        "-v",
-        "0",
-        "fit",
-        "--train",
-        str(train_csv),
-        "--out",
-        str(out),
-        "--preset",
-        "cpu_lite",
-    ]
-    for item in (
+    settings = [
         "model.backbone=vit_tiny",
         "data.image_size=64",
         "optim.max_epochs=2",
         "env.num_workers=0",
         "env.accelerator=cpu",
         "env.num_gpus=2",
-    ):
-        command += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ]
+    command = fit_command(train_csv, out, settings)
+    env = one_thread_env()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)  # only rank zero prints

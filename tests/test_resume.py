@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from _cli import fit_command, one_thread_env
 
 from autoseg.data.synthetic import make_synthetic_binary
 
@@ -32,25 +31,9 @@ def test_killed_fit_resumes_to_the_end(tmp_path):
         tmp_path / "data", n_images=30, size=(40, 56), split_test=2, seed=5
     )
     out = tmp_path / "model"
-    command = [
-        sys.executable,
-        "-m",
-        "autoseg.cli",
-        "-v",
-        "0",
-        "fit",
-        "--train",
-        str(train_csv),
-        "--out",
-        str(out),
-        "--preset",
-        "cpu_lite",
-    ]
-    for item in SETTINGS:
-        command += ["--set", item]
+    command = fit_command(train_csv, out, SETTINGS)
     checkpoint = out / "resume" / "last.ckpt"
-    # One thread per process: the machine has two shared cores (see tests/conftest.py).
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = one_thread_env()
 
     started = time.perf_counter()
     process = subprocess.Popen(

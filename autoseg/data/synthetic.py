@@ -109,7 +109,7 @@ def make_synthetic_binary(
 ) -> tuple[Path, Path]:
     """Write a small synthetic binary segmentation data set in autoseg's input format.
 
-    Writes ``images/synth_XXX.png`` (RGB), ``masks/synth_XXX.png`` (0 background,
+    Writes ``images/synth_NNN.png`` (RGB), ``masks/synth_NNN.png`` (0 background,
     255 foreground) and ``train.csv`` / ``test.csv`` (columns ``image,label``, paths
     relative to ``folder``). The last ``split_test`` images form the test split. The same
     arguments always give the same files.
@@ -255,8 +255,8 @@ def make_synthetic_multiclass(
 
     Class 0 is a cluttered background; class ``k >= 1`` is drawn as one or two ellipses
     (odd ``k``) or rectangles (even ``k``) with its own colour and texture. Every image also
-    has a small void patch (mask value 255, to be ignored). Files: ``images/synth_XXX.png``,
-    ``masks/synth_XXX.png``, ``train.csv`` and ``test.csv`` (last ``split_test`` images).
+    has a small void patch (mask value 255, to be ignored). Files: ``images/synth_NNN.png``,
+    ``masks/synth_NNN.png``, ``train.csv`` and ``test.csv`` (last ``split_test`` images).
 
     Args:
         folder: Output folder (created if needed; existing files are overwritten).
