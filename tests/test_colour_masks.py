@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _tiny import TINY_MULTICLASS
 from PIL import Image
 
 from autoseg import SemanticSegmentor
@@ -24,15 +25,7 @@ from autoseg.data.synthetic import SYNTHETIC_VOID_RGB, make_synthetic_multiclass
 from autoseg.data.table import DataValidationError
 from autoseg.problem import Problem
 
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 3,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 4,
-    "env.num_workers": 0,
-}
+TINY = TINY_MULTICLASS
 COLOURS = {(0, 255, 0): "crop", (255, 0, 0): "weed", (0, 0, 0): "background"}
 VALUES = (0, 3, 7)
 SIZE = (40, 56)

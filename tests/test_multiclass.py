@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _tiny import TINY_MULTICLASS
 from PIL import Image
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
@@ -23,15 +24,7 @@ from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import make_synthetic_multiclass
 from autoseg.problem import MaskValueCollector, Problem
 
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 3,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 4,
-    "env.num_workers": 0,
-}
+TINY = TINY_MULTICLASS
 VALUES = (0, 3, 7)  # non-contiguous class ids on purpose
 LEGEND = ["sky", "x1", "x2", "road", "x4", "x5", "x6", "car"]  # classes.txt indexed by value
 SIZE = (40, 56)
