@@ -100,7 +100,8 @@ class SemanticSegmentor:
         Args:
             train_data: DataFrame or CSV path with image and mask path columns.
             tuning_data: validation data; ``None`` holds out a seeded 10% (at least one).
-            time_limit: seconds; training stops in time and keeps the best model so far.
+            time_limit: seconds of training, its validation passes included; training stops
+                in time and keeps the best model so far.
             hyperparameters: dotted keys applied over the constructor's ones.
             resume: continue an interrupted fit in ``path`` from its last checkpoint (call
                 with the same data; the interrupted run's settings are reused).

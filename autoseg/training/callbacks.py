@@ -1,11 +1,15 @@
-"""Callbacks: keep the best adapter weights in memory (no pickled checkpoints on disk)."""
+"""Callbacks: best adapter weights in memory (no pickles on disk); a time limit that holds."""
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from autoseg.peft import trainable_state_dict
 
@@ -67,3 +71,99 @@ class BestWeightsKeeper(L.Callback):
         """Restore the best weights seen (the last ones stay when nothing was validated)."""
         if self.best_state is not None:
             pl_module.model.load_state_dict(self.best_state, strict=False)
+
+
+class TimeBudget(L.Callback):
+    """Stop training early enough that the validation which follows still ends in time.
+
+    Lightning's ``max_time`` looks at the clock after each batch only, and the validation
+    that runs once training stops comes on top of the limit (a 900 s CPU fit ran 1100 s).
+    This callback stops as soon as one more training batch plus one validation pass would
+    not fit in the time left. A validation pass costs what the last one took; before the
+    first one it is estimated from the training batches (a validation image needs a forward
+    pass only, about a third of a training image's forward and backward; half is assumed).
+    The time spent is saved in resume checkpoints, so a resumed fit gets what is left.
+
+    Example:
+        >>> budget = TimeBudget(3600, val_images=20, batch_size=2)
+        >>> trainer = L.Trainer(callbacks=[budget])  # doctest: +SKIP
+
+    """
+
+    VAL_IMAGE_COST = 0.5  # a validation image's time over a training image's
+
+    def __init__(
+        self,
+        seconds: float,
+        val_images: int,
+        batch_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+        self.val_images = val_images
+        self.batch_size = max(1, batch_size)
+        self.clock = clock
+        self.spent_before = 0.0
+        self._started: float | None = None
+        self._mark = 0.0
+        self._val_started: float | None = None
+        self._batch_times: list[float] = []
+        self.last_val_seconds: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, including time spent before a resume."""
+        if self._started is None:
+            return self.spent_before
+        return self.spent_before + self.clock() - self._started
+
+    def reserve(self) -> float:
+        """Seconds to keep free: one more training batch and one validation pass."""
+        # The median ignores the first batch's one-off costs (worker start-up, allocation).
+        batch = statistics.median(self._batch_times) if self._batch_times else 0.0
+        if self.last_val_seconds is not None:
+            validation = self.last_val_seconds
+        else:
+            validation = batch / self.batch_size * self.val_images * self.VAL_IMAGE_COST
+        return batch + validation
+
+    def _stop_if_out_of_time(self, trainer: L.Trainer) -> None:
+        out_of_time = self.elapsed() + self.reserve() >= self.seconds
+        # Every DDP process must stop at the same batch: rank 0 decides.
+        if trainer.strategy.broadcast(out_of_time):
+            trainer.should_stop = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the clock."""
+        self._started = self._mark = self.clock()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        """Time the batch (loading included); stop if the next one would not fit."""
+        now = self.clock()
+        self._batch_times.append(now - self._mark)  # includes loading the batch
+        self._mark = now
+        self._stop_if_out_of_time(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Time the validation pass."""
+        if not trainer.sanity_checking:
+            self._val_started = self.clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record how long validation took; stop if another batch and pass would not fit."""
+        if trainer.sanity_checking or self._val_started is None:
+            return
+        self._mark = self.clock()
+        self.last_val_seconds = self._mark - self._val_started
+        self._val_started = None
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._stop_if_out_of_time(trainer)
+
+    def state_dict(self) -> dict:
+        """Saved in resume checkpoints: the training time already spent."""
+        return {"spent_seconds": self.elapsed(), "last_val_seconds": self.last_val_seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.spent_before = float(state_dict["spent_seconds"])
+        self.last_val_seconds = state_dict["last_val_seconds"]

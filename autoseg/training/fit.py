@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from autoseg.config import Config
 from autoseg.data.datamodule import SegmentationDataModule
 from autoseg.metrics import HIGHER_IS_BETTER
-from autoseg.training.callbacks import BestWeightsKeeper
+from autoseg.training.callbacks import BestWeightsKeeper, TimeBudget
 from autoseg.training.module import SegmentationTask
 
 
@@ -89,7 +89,12 @@ def resolve_strategy(config: Config) -> tuple[int, str]:
 
 
 def build_trainer(
-    config: Config, folder: Path, monitor: str, time_limit: float | None, verbosity: int
+    config: Config,
+    folder: Path,
+    monitor: str,
+    time_limit: float | None,
+    verbosity: int,
+    val_images: int = 0,
 ) -> tuple[L.Trainer, BestWeightsKeeper]:
     """Configure a Trainer for one run and return it with its best-weights keeper."""
     mode = metric_mode(monitor.removeprefix("val_"))
@@ -109,6 +114,9 @@ def build_trainer(
         save_last=True,
         every_n_train_steps=max(1, config.env.checkpoint_every_n_steps),
     )
+    callbacks: list[L.Callback] = [keeper, stopper, resume_saver]
+    if time_limit:
+        callbacks.append(TimeBudget(time_limit, val_images, config.env.batch_size))
     devices, strategy = resolve_strategy(config)
     env = config.env
     trainer = L.Trainer(
@@ -119,10 +127,9 @@ def build_trainer(
         precision=resolve_precision(config),
         max_epochs=config.optim.max_epochs,
         max_steps=config.optim.max_steps,
-        max_time={"seconds": time_limit} if time_limit else None,
         gradient_clip_val=config.optim.grad_clip,
         accumulate_grad_batches=max(1, env.effective_batch_size // env.batch_size),
-        callbacks=[keeper, stopper, resume_saver],
+        callbacks=callbacks,
         logger=[
             CSVLogger(str(folder), name="logs", version=""),
             TensorBoardLogger(str(folder), name="logs", version="tensorboard"),
@@ -174,7 +181,9 @@ def run_fit(
         # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-        trainer, keeper = build_trainer(task.config, folder, monitor, time_limit, verbosity)
+        trainer, keeper = build_trainer(
+            task.config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
+        )
         ckpt = resume_checkpoint(folder) if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if keeper.best_score is None:
