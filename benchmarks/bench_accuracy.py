@@ -7,7 +7,7 @@ scored on the test CSV with ``SemanticSegmentor.evaluate``. All metrics, fit tim
 epochs and the best validation score go into one JSON.
 
 Example:
-    .venv/bin/python benchmarks/bench_accuracy.py --data ph2 --time-limit 1200
+    .venv/bin/python benchmarks/bench_accuracy.py --data ph2 --lr 3e-4 --max-steps 64 --threads 1
 
 """
 

@@ -25,8 +25,8 @@ NO_RESULTS = """No results have been recorded yet. These commands fill this sect
 .venv/bin/python benchmarks/bench_train.py --backbone vit_b --image-size 256
 .venv/bin/python benchmarks/bench_train.py --backbone vit_b --image-size 512
 .venv/bin/python benchmarks/bench_train.py --backbone lite --image-size 256
-.venv/bin/python benchmarks/bench_accuracy.py --data ph2 --time-limit 1200
-.venv/bin/python benchmarks/bench_accuracy.py --data roads_cil --time-limit 1200
+.venv/bin/python benchmarks/bench_accuracy.py --data ph2 --lr 3e-4 --max-steps 64 --threads 1
+.venv/bin/python benchmarks/bench_accuracy.py --data roads_cil --lr 3e-4 --max-steps 64 --threads 1
 ```"""
 
 
@@ -197,6 +197,17 @@ def predict_section(results: list[dict[str, Any]]) -> str:
     return "### Inference\n\n" + table(header, rows) + "\n\n" + "\n".join(notes)
 
 
+def _budget_text(max_steps: int | None, time_limit_s: float | None) -> str:
+    """'64 steps (time cap 2400 s)', '1200 s', or 'preset epochs'."""
+    if max_steps and time_limit_s:
+        return f"{max_steps} steps (time cap {time_limit_s:g} s)"
+    if max_steps:
+        return f"{max_steps} steps"
+    if time_limit_s:
+        return f"{time_limit_s:g} s"
+    return "preset epochs"
+
+
 def accuracy_section(result: dict[str, Any]) -> str:
     s = result["settings"]
     runs = result["results"]
@@ -216,17 +227,7 @@ def accuracy_section(result: dict[str, Any]) -> str:
         ]
         for method, run in runs.items()
     ]
-    budget = (
-        ", ".join(
-            part
-            for part in (
-                f"{s['time_limit_s']:g} s" if s.get("time_limit_s") else "",
-                f"{s['max_steps']} steps" if s.get("max_steps") else "",
-            )
-            if part
-        )
-        or "preset epochs"
-    )
+    budget = _budget_text(s.get("max_steps"), s.get("time_limit_s"))
     caption = (
         f"### Accuracy: {s['data']} ({s['train_rows']} train / {s['test_rows']} test, "
         f"{s['backbone']} at {s['image_size']} px, budget {budget} per method, "

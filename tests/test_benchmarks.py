@@ -171,3 +171,10 @@ def test_run_isolated_uses_a_fresh_process():
     assert 0 < child_peak < _common.peak_rss_bytes()
     assert _common.run_isolated(os.getpid) != os.getpid()
     assert _common.run_isolated(os.getpid, isolate=False) == os.getpid()
+
+
+def test_accuracy_caption_names_the_budget():
+    assert report._budget_text(64, 2400.0) == "64 steps (time cap 2400 s)"
+    assert report._budget_text(64, None) == "64 steps"
+    assert report._budget_text(None, 1200.0) == "1200 s"
+    assert report._budget_text(None, None) == "preset epochs"
