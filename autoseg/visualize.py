@@ -1,4 +1,4 @@
-"""Writing predictions: mask PNGs and colour overlays with a fixed, documented palette."""
+"""Writing predictions: mask PNGs and colour overlays (the user's colours, else a fixed palette)."""
 
 from __future__ import annotations
 
@@ -37,20 +37,42 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 BINARY_FOREGROUND = PALETTE[0]
 
 
-def colorize(ids: np.ndarray, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Return an RGB colour image and the mask of coloured pixels for class ids (H, W)."""
+def class_colours(problem: Problem) -> list[tuple[int, int, int]]:
+    """One RGB colour per class id: the user's ``class_colors`` if given, else ``PALETTE``."""
+    if problem.colors is not None:
+        return [problem.colors.colour_of(k) for k in range(len(problem.classes))]
+    return [PALETTE[k % len(PALETTE)] for k in range(len(problem.classes))]
+
+
+def colorize(
+    ids: np.ndarray, binary: bool, colours: Sequence[tuple[int, int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return an RGB colour image and the mask of coloured pixels for class ids (H, W).
+
+    ``colours[k]`` draws class id ``k`` (default: ``PALETTE``); binary foreground is red.
+    """
     if binary:
         colored = ids > 0
         rgb = np.zeros((*ids.shape, 3), np.uint8)
         rgb[colored] = BINARY_FOREGROUND
         return rgb, colored
-    lookup = np.array([PALETTE[k % len(PALETTE)] for k in range(256)], np.uint8)
+    colours = list(colours or ())
+    lookup = np.array(
+        [colours[k] if k < len(colours) else PALETTE[k % len(PALETTE)] for k in range(256)],
+        np.uint8,
+    )
     return lookup[ids], np.ones(ids.shape, bool)
 
 
-def overlay(image: np.ndarray, ids: np.ndarray, binary: bool, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray,
+    ids: np.ndarray,
+    binary: bool,
+    alpha: float = 0.5,
+    colours: Sequence[tuple[int, int, int]] | None = None,
+) -> np.ndarray:
     """Blend class colours over an RGB image (H, W, 3) uint8."""
-    rgb, colored = colorize(ids, binary)
+    rgb, colored = colorize(ids, binary, colours)
     out = image.astype(np.float32)
     out[colored] = (1 - alpha) * out[colored] + alpha * rgb[colored]
     return out.round().astype(np.uint8)
@@ -72,11 +94,14 @@ def save_predictions(
     """Write ``<stem>.png`` masks and ``overlays/<stem>.png`` for each image.
 
     Binary masks are saved as 0/255; multi-class masks as palette PNGs whose pixel values
-    are the original class values (so they open as colours and read back as ids).
+    are the original class values (so they open as colours and read back as ids). With
+    ``class_colors`` the palette and the overlays use the user's colours, so a predicted
+    mask looks like a label mask.
     """
     overlay_dir = save_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
     binary = problem.problem_type == "binary"
+    colours = class_colours(problem)
     to_ids = np.zeros(256, np.uint8)
     to_ids[list(problem.classes)] = np.arange(len(problem.classes))
     for path, stem, mask in zip(image_paths, _unique_stems(image_paths), masks, strict=True):
@@ -86,15 +111,16 @@ def save_predictions(
         else:
             ids = to_ids[mask]
             png = Image.fromarray(mask.astype(np.uint8))
-            png.putpalette(_value_palette(problem.classes))  # turns mode L into P, same values
+            # Mode L becomes P with the same values: the file reads back as class values.
+            png.putpalette(_value_palette(problem.classes, colours))
             png.save(save_dir / f"{stem}.png")
-        blended = overlay(read_image(path), ids, binary)
+        blended = overlay(read_image(path), ids, binary, colours=colours)
         Image.fromarray(blended).save(overlay_dir / f"{stem}.png")
 
 
-def _value_palette(classes: Sequence[int]) -> list[int]:
-    """A 256-entry palette where original value ``classes[k]`` shows ``PALETTE[k]``."""
+def _value_palette(classes: Sequence[int], colours: Sequence[tuple[int, int, int]]) -> list[int]:
+    """A 256-entry palette where original value ``classes[k]`` shows ``colours[k]``."""
     flat = [0] * (256 * 3)
-    for k, value in enumerate(classes):
-        flat[3 * int(value) : 3 * int(value) + 3] = PALETTE[k % len(PALETTE)]
+    for value, colour in zip(classes, colours, strict=True):
+        flat[3 * int(value) : 3 * int(value) + 3] = colour
     return flat

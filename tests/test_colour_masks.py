@@ -200,3 +200,20 @@ def test_colour_evaluate_names_unknown_colours(colour_fitted, tmp_path):
     Image.fromarray(mask).save(tmp_path / "odd.png")
     with pytest.raises(DataValidationError, match=r"\(12, 34, 56\) \(4 px\)"):
         seg.evaluate(frame.assign(label=[str(tmp_path / "odd.png")]))
+
+
+def test_colour_predictions_are_drawn_in_the_users_colours(colour_fitted, tmp_path):
+    from autoseg.visualize import PALETTE, class_colours
+
+    seg, test_csv = colour_fitted
+    masks = seg.predict(test_csv, save_dir=tmp_path / "pred")
+    stem = Path(pd.read_csv(test_csv).image.iloc[0]).stem
+    saved = Image.open(tmp_path / "pred" / f"{stem}.png")
+    assert saved.mode == "P"
+    np.testing.assert_array_equal(np.asarray(saved), masks[0])  # values stay class ids
+    drawn = {tuple(c) for c in np.asarray(saved.convert("RGB")).reshape(-1, 3)}
+    assert drawn <= set(COLOURS)  # looks like the label masks: crop green, weed red
+    assert (tmp_path / "pred" / "overlays" / f"{stem}.png").is_file()
+    plain = Problem("multiclass", VALUES, ("a", "b", "c"))
+    assert class_colours(plain) == list(PALETTE[:3])
+    assert class_colours(seg.problem_) == [(0, 255, 0), (255, 0, 0), (0, 0, 0)]
