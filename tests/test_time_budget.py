@@ -25,6 +25,20 @@ def fake_trainer(fn: TrainerFn = TrainerFn.FITTING) -> SimpleNamespace:
     )
 
 
+def started(seconds, val_images, clock=None):
+    """A budget (batches of one image) whose training has just started, its trainer and clock."""
+    clock, trainer = clock or FakeClock(), fake_trainer()
+    budget = TimeBudget(seconds, val_images=val_images, batch_size=1, clock=clock)
+    budget.on_train_start(trainer, None)
+    return budget, trainer, clock
+
+
+def train(budget, trainer, clock, batches, seconds_per_batch=10.0):
+    for _ in range(batches):
+        clock.now += seconds_per_batch
+        budget.on_train_batch_end(trainer)
+
+
 def run_batches(budget, trainer, clock, seconds_per_batch, max_batches=1000):
     """Advance the clock batch by batch until the budget stops training; return batches run."""
     for done in range(1, max_batches + 1):
@@ -42,10 +56,8 @@ def validate(budget, trainer, clock, seconds):
 
 
 def test_stops_before_the_estimated_validation_would_pass_the_limit():
-    clock, trainer = FakeClock(), fake_trainer()
     # 10 s per batch of 1; 5 validation images at half a training image's cost: 25 s.
-    budget = TimeBudget(100, val_images=5, batch_size=1, clock=clock)
-    budget.on_train_start(trainer, None)
+    budget, trainer, clock = started(100, val_images=5)
     batches = run_batches(budget, trainer, clock, 10.0)
     # At 60 s, 60 + 10 (next batch) + 25 (validation) < 100 goes on; at 70 s it stops.
     assert batches == 7
@@ -55,12 +67,8 @@ def test_stops_before_the_estimated_validation_would_pass_the_limit():
 
 
 def test_measured_validation_time_replaces_the_estimate():
-    clock, trainer = FakeClock(), fake_trainer()
-    budget = TimeBudget(200, val_images=5, batch_size=1, clock=clock)
-    budget.on_train_start(trainer, None)
-    for _ in range(3):
-        clock.now += 10.0
-        budget.on_train_batch_end(trainer)
+    budget, trainer, clock = started(200, val_images=5)
+    train(budget, trainer, clock, 3)
     validate(budget, trainer, clock, 60.0)  # epoch-end validation: slower than estimated
     assert budget.last_val_seconds == 60.0 and not trainer.should_stop
     batches = run_batches(budget, trainer, clock, 10.0)
@@ -71,11 +79,8 @@ def test_measured_validation_time_replaces_the_estimate():
 
 
 def test_epoch_end_validation_stops_when_nothing_more_fits():
-    clock, trainer = FakeClock(), fake_trainer()
-    budget = TimeBudget(100, val_images=2, batch_size=1, clock=clock)
-    budget.on_train_start(trainer, None)
-    clock.now += 10.0
-    budget.on_train_batch_end(trainer)
+    budget, trainer, clock = started(100, val_images=2)
+    train(budget, trainer, clock, 1)
     assert not trainer.should_stop
     validate(budget, trainer, clock, 70.0)  # 80 s spent; a batch and a pass need 80 more
     assert trainer.should_stop
@@ -95,23 +100,15 @@ def test_validation_outside_fit_and_sanity_checks_are_ignored():
 
 
 def test_rank_zero_decides_for_every_process():
-    clock = FakeClock()
-    trainer = fake_trainer()
+    budget, trainer, clock = started(1, val_images=1)
     trainer.strategy.broadcast = lambda value: False  # rank 0 still has time
-    budget = TimeBudget(1, val_images=1, batch_size=1, clock=clock)
-    budget.on_train_start(trainer, None)
-    clock.now += 5.0
-    budget.on_train_batch_end(trainer)
+    train(budget, trainer, clock, 1, seconds_per_batch=5.0)
     assert not trainer.should_stop
 
 
 def test_resumed_fit_gets_the_time_that_is_left():
-    clock, trainer = FakeClock(), fake_trainer()
-    first = TimeBudget(100, val_images=5, batch_size=1, clock=clock)
-    first.on_train_start(trainer, None)
-    for _ in range(4):
-        clock.now += 10.0
-        first.on_train_batch_end(trainer)
+    first, trainer, clock = started(100, val_images=5)
+    train(first, trainer, clock, 4)
     saved = first.state_dict()
     assert saved["spent_seconds"] == pytest.approx(40.0)
 
