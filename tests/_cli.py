@@ -8,25 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def fit_command(train_csv: Path, out: Path, settings: Sequence[str]) -> list[str]:
-    """``python -m autoseg.cli fit`` on the CPU preset with ``--set`` for each setting."""
-    command = [
-        sys.executable,
-        "-m",
-        "autoseg.cli",
-        "-v",
-        "0",
-        "fit",
-        "--train",
-        str(train_csv),
-        "--out",
-        str(out),
-        "--preset",
-        "cpu_lite",
-    ]
+def fit_args(train_csv: Path, out: Path, settings: Sequence[str]) -> list[str]:
+    """``autoseg -v 0 fit`` arguments on the CPU preset with ``--set`` for each setting."""
+    args = ["-v", "0", "fit", "--train", str(train_csv), "--out", str(out)]
+    args += ["--preset", "cpu_lite"]
     for item in settings:
-        command += ["--set", item]
-    return command
+        args += ["--set", item]
+    return args
+
+
+def fit_command(train_csv: Path, out: Path, settings: Sequence[str]) -> list[str]:
+    """``python -m autoseg.cli`` with :func:`fit_args`, for a subprocess."""
+    return [sys.executable, "-m", "autoseg.cli", *fit_args(train_csv, out, settings)]
 
 
 def one_thread_env() -> dict[str, str]:

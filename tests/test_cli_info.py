@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _cli import fit_args
 
 from autoseg.cli import main
 from autoseg.info import parameter_counts
@@ -54,20 +55,7 @@ def test_cli_fit_predict_evaluate(tmp_path, capsys):
         "optim.max_epochs=1",
         "env.num_workers=0",
     ]
-    args = [
-        "-v",
-        "0",
-        "fit",
-        "--train",
-        str(train_csv),
-        "--out",
-        str(tmp_path / "model"),
-        "--preset",
-        "cpu_lite",
-    ]
-    for item in sets:
-        args += ["--set", item]
-    assert main(args) == 0
+    assert main(fit_args(train_csv, tmp_path / "model", sets)) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["backbone"] == "vit_tiny"
     assert (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 
 import lightning as L
@@ -91,6 +92,7 @@ class TimeBudget(L.Callback):
     """
 
     VAL_IMAGE_COST = 0.5  # a validation image's time over a training image's
+    RECENT_BATCHES = 64
 
     def __init__(
         self,
@@ -108,7 +110,8 @@ class TimeBudget(L.Callback):
         self._started: float | None = None
         self._mark = 0.0
         self._val_started: float | None = None
-        self._batch_times: list[float] = []
+        # Recent batches only: the median stays cheap on long runs and follows the machine.
+        self._batch_times: deque[float] = deque(maxlen=self.RECENT_BATCHES)
         self.last_val_seconds: float | None = None
 
     def elapsed(self) -> float:
