@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
+from autoseg.errors import AutosegError
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-class UnknownHyperparameterError(KeyError):
+class UnknownHyperparameterError(AutosegError, KeyError):
     """A hyperparameter key that no config section has; the message names close matches."""
 
     def __str__(self) -> str:

@@ -10,12 +10,13 @@ import torch
 
 from autoseg.builder import build_model
 from autoseg.config import Config
+from autoseg.errors import AutosegError
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.persistence import read_predictor_files
 from autoseg.problem import Problem
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(AutosegError, ValueError):
     """The SAM checkpoint found now is not the file the predictor was trained on."""
 
 

@@ -14,6 +14,7 @@ from autoseg import __version__
 from autoseg.builder import normalization_for
 from autoseg.config import Config
 from autoseg.data.prepare import prepare_prediction_table
+from autoseg.errors import AutosegError
 from autoseg.evaluation import evaluate_model
 from autoseg.fitting import fit_segmentor
 from autoseg.inference import iter_probabilities, probabilities_to_ids
@@ -24,7 +25,7 @@ from autoseg.problem import Problem
 from autoseg.visualize import save_predictions
 
 
-class NotFittedError(ValueError, AttributeError):
+class NotFittedError(AutosegError, ValueError, AttributeError):
     """The predictor was used before ``fit`` (or ``load``)."""
 
 

@@ -11,13 +11,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from autoseg.errors import AutosegError
+
 IGNORE_INDEX = 255
 """Target value for pixels that are excluded from the loss and the metrics."""
 
 _EXPECTED_BINARY = "binary masks must hold only 0 and 1, or only 0 and 255 (255 = foreground)"
 
 
-class MaskFormatError(ValueError):
+class MaskFormatError(AutosegError, ValueError):
     """A mask's values or layout do not fit the expected format."""
 
 

@@ -20,13 +20,14 @@ from PIL import UnidentifiedImageError
 
 from autoseg.data.io import IMAGE_EXTENSIONS, PathLike, image_size, list_images, read_mask
 from autoseg.data.masks import MaskFormatError, as_single_channel, distinct_values
+from autoseg.errors import AutosegError
 
 MaskCheck = Callable[[np.ndarray], str | None]
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
-class DataValidationError(ValueError):
+class DataValidationError(AutosegError, ValueError):
     """Problems found in the user's data, listed one per line after a count.
 
     Attributes:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoseg.errors import AutosegError
+
 if TYPE_CHECKING:
     from autoseg.models.backbones import BackboneSpec
 
@@ -28,11 +30,11 @@ __all__ = [
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(AutosegError, FileNotFoundError):
     """No checkpoint file for a backbone was found, and none could be downloaded."""
 
 
-class ChecksumMismatchError(RuntimeError):
+class ChecksumMismatchError(AutosegError, RuntimeError):
     """A checkpoint file's sha256 is not the one published for it."""
 
 
