@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _bad_inputs import TINY, BadInput, CliFailed, ModelBuilt, World, check_message, message_of
+
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.models.segmenter import SamSegmenter
 
@@ -96,7 +96,7 @@ def _check_files(case: BadInput, world: World) -> None:
     new = [p for p in now if p not in world.prepared]
     if not case.leaves:
         assert not new, f"{case.id}: files left behind: {new}"
-    hidden = [p for p in new if any(part.startswith(".") for part in p.relative_to(world.root).parts)]
+    hidden = [p for p in new if any(s.startswith(".") for s in p.relative_to(world.root).parts)]
     assert not hidden, f"{case.id}: half-written (hidden temporary) files left: {hidden}"
 
 
@@ -111,7 +111,8 @@ def test_bad_input(case: BadInput, world: World) -> None:
             except ModelBuilt:
                 pass  # the run went on past the checks: the warning came before the model
         found = [w for w in caught if issubclass(w.category, case.warning)]
-        assert found, f"{case.id}: no {case.warning.__name__}; got {[str(w.message) for w in caught]}"
+        got = [str(w.message) for w in caught]
+        assert found, f"{case.id}: no {case.warning.__name__}; got {got}"
         check_message(case, "\n".join(str(w.message) for w in found))
     else:
         assert case.error is not None
