@@ -1,25 +1,86 @@
-"""Command line: ``autoseg fit | evaluate | predict | info | demo``, mirroring the API."""
+"""Command line: ``autoseg fit | evaluate | predict | info | demo``, mirroring the API.
+
+Exit codes: 0 done; 2 a problem with your input or settings (any
+:class:`~autoseg.errors.AutosegError`, printed as one ``autoseg <command>: error: ...`` line);
+1 an internal error (a bug: please report it); 130 interrupted (Ctrl-C). ``--debug`` or
+``AUTOSEG_DEBUG=1`` also prints the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR = 0, 1, 2
+from autoseg.errors import AutosegError, PredictorFolderError, SettingsError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEBUG_HELP = "print the traceback of errors (or set AUTOSEG_DEBUG=1)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like autoseg's own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["optim.lr=3e-4", ...]`` -> ``{"optim.lr": "3e-4"}`` (types come from the config)."""
+    """``["optim.lr=3e-4", ...]`` -> ``{"optim.lr": "3e-4"}`` (types come from the config).
+
+    Raises:
+        SettingsError: an item is not ``key=value`` or has an empty key.
+
+    """
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+        if not sep or not key.strip():
+            raise SettingsError(
+                f"--set expects KEY=VALUE such as --set optim.lr=3e-4, got {pair!r}."
+            )
         values[key.strip()] = None if value.strip().lower() in {"none", "null"} else value.strip()
     return values
+
+
+def _predictor_folder(model: str) -> Path:
+    """The ``--model`` folder, refused early if it is not there."""
+    folder = Path(model)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise PredictorFolderError(
+            f"--model {model!r} {what}; pass the folder a fit saved (it holds config.yaml) "
+            f"(current directory: {Path.cwd()})."
+        )
+    return folder
+
+
+def _existing_input(path: str, option: str) -> str:
+    """An input path, refused before the predictor is loaded if it is not there."""
+    if not Path(path).exists():
+        raise SettingsError(
+            f"{option} {path!r} does not exist (current directory: {Path.cwd()}); pass a CSV, "
+            "a folder of images or one image."
+        )
+    return path
+
+
+def _check_metric_names(metrics: Sequence[str] | None) -> None:
+    """Refuse metric names no problem type has, before the predictor is loaded."""
+    from autoseg.arguments import ALL_METRICS
+
+    unknown = [m for m in metrics or [] if m not in ALL_METRICS and not m.startswith("iou/")]
+    if unknown or metrics == []:
+        raise SettingsError(
+            f"--metrics: unknown metric(s) {unknown}; choose from {list(ALL_METRICS)} "
+            "(binary problems: iou dice sm em wfm mae ber; multi-class: miou acc iou/<class>), "
+            "or leave --metrics out for all."
+        )
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -46,43 +107,53 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from autoseg.predictor import SemanticSegmentor
 
-    seg = SemanticSegmentor.load(args.model, verbosity=args.verbosity)
-    print(json.dumps(seg.evaluate(args.data, metrics=args.metrics), indent=2))
+    folder, data = _predictor_folder(args.model), _existing_input(args.data, "--data")
+    _check_metric_names(args.metrics)
+    seg = SemanticSegmentor.load(folder, verbosity=args.verbosity)
+    print(json.dumps(seg.evaluate(data, metrics=args.metrics), indent=2))
     return EXIT_OK
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from autoseg.predictor import SemanticSegmentor
 
-    seg = SemanticSegmentor.load(args.model, verbosity=args.verbosity)
-    masks = seg.predict(args.input, save_dir=args.out)
+    folder, data = _predictor_folder(args.model), _existing_input(args.input, "--input")
+    seg = SemanticSegmentor.load(folder, verbosity=args.verbosity)
+    masks = seg.predict(data, save_dir=args.out, overwrite=args.overwrite)
     print(f"wrote {len(masks)} masks and overlays to {args.out}")
     return EXIT_OK
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from autoseg.info import parameter_table
+    from autoseg.models.backbones import BACKBONES
+    from autoseg.peft.apply import PEFT_METHODS
 
+    for option, names, known in (
+        ("--backbone", args.backbone, sorted(BACKBONES)),
+        ("--method", args.method, list(PEFT_METHODS)),
+    ):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise SettingsError(f"{option}: unknown {unknown}; choose from {known}.")
+    if args.num_classes < 1:
+        raise SettingsError(f"--num-classes must be >= 1 (1 = binary), got {args.num_classes}.")
     print(parameter_table(args.backbone, args.method, args.num_classes, args.image_size))
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from autoseg.arguments import check_time_limit
     from autoseg.demo import run_demo
 
+    check_time_limit(args.time_limit)  # before the demo writes its data
     run_demo(args.out, time_limit=args.time_limit, verbosity=args.verbosity)
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``autoseg`` argument parser with its five sub-commands."""
-    parser = argparse.ArgumentParser(
-        prog="autoseg", description="Fine-tune SAM with Conv-LoRA for semantic segmentation."
-    )
-    parser.add_argument("-v", "--verbosity", type=int, default=2, help="0 silent .. 2 progress")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    fit = sub.add_parser("fit", help="fine-tune on a CSV of image,label paths")
+def _add_fit_parser(sub: Any, debug: argparse.ArgumentParser) -> None:
+    """``autoseg fit``: its options mirror ``SemanticSegmentor(...).fit(...)``."""
+    fit = sub.add_parser("fit", parents=[debug], help="fine-tune on a CSV of image,label paths")
     fit.add_argument("--train", required=True, help="training CSV")
     fit.add_argument("--tuning", help="validation CSV (default: a seeded 10%% of --train)")
     fit.add_argument("--out", required=True, help="new folder for the predictor")
@@ -106,40 +177,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.set_defaults(func=_cmd_fit)
 
-    evaluate = sub.add_parser("evaluate", help="score a saved predictor on a labelled CSV")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``autoseg`` argument parser with its five sub-commands."""
+    parser = _Parser(
+        prog="autoseg", description="Fine-tune SAM with Conv-LoRA for semantic segmentation."
+    )
+    parser.add_argument("-v", "--verbosity", type=int, default=2, help="0 silent .. 2 progress")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+    debug = _Parser(add_help=False)  # --debug also after the command, as users type it
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+    _add_fit_parser(sub, debug)
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[debug], help="score a saved predictor on a labelled CSV"
+    )
     evaluate.add_argument("--model", required=True, help="predictor folder")
     evaluate.add_argument("--data", required=True, help="CSV with image and label columns")
     evaluate.add_argument("--metrics", nargs="*", help="subset of metrics")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    predict = sub.add_parser("predict", help="write mask PNGs and overlays")
+    predict = sub.add_parser("predict", parents=[debug], help="write mask PNGs and overlays")
     predict.add_argument("--model", required=True, help="predictor folder")
     predict.add_argument("--input", required=True, help="CSV, folder of images, or one image")
     predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that holds other files (inputs are never replaced)",
+    )
     predict.set_defaults(func=_cmd_predict)
 
-    info = sub.add_parser("info", help="trainable-parameter table per backbone and method")
+    info = sub.add_parser(
+        "info", parents=[debug], help="trainable-parameter table per backbone and method"
+    )
     info.add_argument("--backbone", nargs="*", default=["vit_b", "vit_l", "vit_h"])
     info.add_argument("--method", nargs="*", default=["conv_lora", "lora", "decoder_only"])
     info.add_argument("--num-classes", type=int, default=1, help="1 = binary")
     info.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
     info.set_defaults(func=_cmd_info)
 
-    demo = sub.add_parser("demo", help="offline end-to-end demo on generated data")
+    demo = sub.add_parser("demo", parents=[debug], help="offline end-to-end demo on generated data")
     demo.add_argument("--out", default="autoseg_demo", help="new folder for everything")
     demo.add_argument("--time-limit", type=float, default=300.0, help="training seconds")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _user_message(error: AutosegError) -> str:
+    """The error's message: one line, but a data report keeps one line per problem."""
+    problems = getattr(error, "problems", None)
+    if isinstance(problems, list) and len(problems) > 1:
+        return str(error).strip()
+    return _one_line(str(error)) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 = a problem with your input)."""
+    """Run the command line; returns the exit code (2 = a problem with your input).
+
+    Example:
+        >>> main(["info", "--backbone", "vit_b", "--method", "lora"])  # doctest: +SKIP
+        0
+
+    """
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("AUTOSEG_DEBUG", "") not in {"", "0"}
+    where = f"autoseg {args.command}"
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-        print(f"autoseg {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\n{where}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AutosegError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"{where}: error: {_user_message(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+            hint = "please report it"
+        else:
+            hint = "rerun with --debug for the traceback, and please report it"
+        name = type(error).__name__
+        print(f"{where}: internal error: {name}: {_one_line(str(error))} ({hint})", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

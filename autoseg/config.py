@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, SettingsError
+from autoseg.rules import check_fields, coerce, field_types, setting
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -25,6 +27,29 @@ class UnknownHyperparameterError(AutosegError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def _backbones() -> list[str]:
+    from autoseg.models.backbones import BACKBONES
+
+    return sorted(BACKBONES)
+
+
+def _peft_methods() -> list[str]:
+    from autoseg.peft.apply import PEFT_METHODS
+
+    return list(PEFT_METHODS)
+
+
+def _binary_losses() -> list[str]:
+    from autoseg.training.losses import BINARY_LOSSES
+
+    return list(BINARY_LOSSES)
+
+
+ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+PRECISIONS += ("transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16")
 
 
 @dataclass
@@ -38,7 +63,7 @@ class ModelConfig:
 
     """
 
-    backbone: str = "lite"
+    backbone: str = setting("lite", choices=_backbones)
     checkpoint: str | None = None
 
 
@@ -46,30 +71,30 @@ class ModelConfig:
 class PeftConfig:
     """Parameter-efficient fine-tuning method and its sizes (Conv-LoRA paper defaults)."""
 
-    method: str = "conv_lora"
-    rank: int = 3
-    alpha: float = 32.0
-    num_experts: int = 8
-    balance_weight: float = 0.01
+    method: str = setting("conv_lora", choices=_peft_methods)
+    rank: int = setting(3, at_least=1)
+    alpha: float = setting(32.0, above=0)
+    num_experts: int = setting(8, at_least=1)
+    balance_weight: float = setting(0.01, at_least=0)
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule."""
+    """Optimiser and schedule (``max_steps=-1``: no step limit)."""
 
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    max_epochs: int = 30
-    max_steps: int = -1
-    grad_clip: float = 1.0
-    patience: int = 10
+    lr: float = setting(1e-4, above=0)
+    weight_decay: float = setting(1e-4, at_least=0)
+    max_epochs: int = setting(30, at_least=1)
+    max_steps: int = setting(-1, at_least=1, also=(-1,))
+    grad_clip: float = setting(1.0, above=0)
+    patience: int = setting(10, at_least=0)
 
 
 @dataclass
 class DataConfig:
-    """Input size and train-time augmentation."""
+    """Input size (a multiple of the backbone's stride) and train-time augmentation."""
 
-    image_size: int = 256
+    image_size: int = setting(256, at_least=1)
     hflip: bool = True
     vflip: bool = False
     rot90: bool = False
@@ -79,7 +104,7 @@ class DataConfig:
 class LossConfig:
     """Task loss: ``structure`` or ``balanced_bce`` for binary problems."""
 
-    binary: str = "structure"
+    binary: str = setting("structure", choices=_binary_losses)
 
 
 @dataclass
@@ -98,23 +123,41 @@ class EnvConfig:
 
     """
 
-    batch_size: int = 2
-    effective_batch_size: int = 4
-    num_workers: int = 2
-    precision: str = "auto"
-    accelerator: str = "auto"
-    num_threads: int = 0
-    eval_batch_size: int = 4
+    batch_size: int = setting(2, at_least=1)
+    effective_batch_size: int = setting(4, at_least=1)
+    num_workers: int = setting(2, at_least=0)
+    precision: str = setting("auto", choices=lambda: PRECISIONS)
+    accelerator: str = setting("auto", choices=lambda: ACCELERATORS)
+    num_threads: int = setting(0, at_least=0)
+    eval_batch_size: int = setting(4, at_least=1)
     activation_checkpointing: bool = False
-    checkpoint_every_n_steps: int = 10
-    num_gpus: int = 1
-    num_nodes: int = 1
+    checkpoint_every_n_steps: int = setting(10, at_least=1)
+    num_gpus: int = setting(1, at_least=1)
+    num_nodes: int = setting(1, at_least=1)
     strategy: str = "auto"
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "peft": PeftConfig,
+    "optim": OptimConfig,
+    "data": DataConfig,
+    "loss": LossConfig,
+    "env": EnvConfig,
+}
 
 
 @dataclass
 class Config:
-    """The complete description of a run; saved inside every predictor folder."""
+    """The complete description of a run; saved inside every predictor folder.
+
+    Every new ``Config`` checks each value's type and range (see :class:`Rule`).
+
+    Example:
+        >>> Config().with_overrides({"optim.lr": "3e-4"}).optim.lr
+        0.0003
+
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -123,6 +166,9 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
 
+    def __post_init__(self) -> None:
+        check_config(self)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Return the nested plain-data form (for YAML)."""
         return dataclasses.asdict(self)
@@ -130,65 +176,75 @@ class Config:
     @classmethod
     def from_dict(cls, nested: dict[str, dict[str, Any]]) -> Config:
         """Build from the nested form written by :meth:`to_dict`, validating every key."""
+        if not isinstance(nested, Mapping) or not all(
+            isinstance(values, Mapping) for values in nested.values()
+        ):
+            raise SettingsError(
+                f"A config maps sections {list(SECTIONS)} to their settings, got {nested!r:.200}"
+            )
         return cls().with_overrides(flatten(nested))
 
     def flat(self) -> dict[str, Any]:
         """Return ``{"section.key": value}`` for every setting."""
         return flatten(self.to_dict())
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> Config:
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Config:
         """Return a copy with dotted keys replaced.
 
         Raises:
             UnknownHyperparameterError: a key is unknown; the message lists the closest
                 valid keys.
+            SettingsError: a value has the wrong type or is out of range.
 
         """
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise SettingsError(
+                "hyperparameters must be a dict of dotted keys such as {'optim.lr': 3e-4}, "
+                f"got {type(overrides).__name__} {overrides!r:.80}."
+            )
         nested = self.to_dict()
         valid = list(flatten(nested))
         for key, value in (overrides or {}).items():
             if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+                close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
                 hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
                 raise UnknownHyperparameterError(
                     f"Unknown hyperparameter {key!r}.{hint} Valid keys: {valid}"
                 )
             section, name = key.split(".", 1)
-            nested[section][name] = _coerce(value, nested[section][name], key)
-        return Config(
-            model=ModelConfig(**nested["model"]),
-            peft=PeftConfig(**nested["peft"]),
-            optim=OptimConfig(**nested["optim"]),
-            data=DataConfig(**nested["data"]),
-            loss=LossConfig(**nested["loss"]),
-            env=EnvConfig(**nested["env"]),
-        )
+            nested[section][name] = coerce(value, field_types(SECTIONS[section])[name], key)
+        return Config(**{name: kind(**nested[name]) for name, kind in SECTIONS.items()})
 
 
-def flatten(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def flatten(nested: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Turn ``{"a": {"b": 1}}`` into ``{"a.b": 1}``."""
     return {f"{section}.{k}": v for section, values in nested.items() for k, v in values.items()}
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    """Convert CLI strings and ints to the type of the default value."""
-    if default is None or value is None:
-        return value
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, str):
-            if value.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if value.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(f"Hyperparameter {key!r} expects true/false, got {value!r}.")
-        return bool(value)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Hyperparameter {key!r} expects {kind.__name__}, got {value!r}."
-        ) from None
+def check_config(config: Config) -> None:
+    """Check every setting's type and range, and the image size against the backbone.
+
+    Raises:
+        SettingsError: the first setting out of range; the message names its dotted key,
+            the allowed range and the value given.
+
+    """
+    for section in SECTIONS:
+        check_fields(section, getattr(config, section))
+    _check_image_size(config)
+
+
+def _check_image_size(config: Config) -> None:
+    from autoseg.models.backbones import BACKBONES
+
+    stride = BACKBONES[config.model.backbone].stride
+    if config.data.image_size % stride:
+        low = max(stride, config.data.image_size // stride * stride)
+        raise SettingsError(
+            f"Hyperparameter 'data.image_size' must be a positive multiple of {stride} for "
+            f"model.backbone={config.model.backbone!r}, got {config.data.image_size} "
+            f"(try {low} or {low + stride})."
+        )
 
 
 def available_presets() -> list[str]:
@@ -200,12 +256,15 @@ def load_preset(name: str) -> Config:
     """Load a named preset.
 
     Raises:
-        ValueError: no preset of that name; the message lists the available ones.
+        SettingsError: no preset of that name; the message lists the available ones.
 
     """
+    if name not in available_presets():
+        raise SettingsError(
+            f"Unknown preset presets={name!r}. Use 'auto' (chosen by hardware) or one of "
+            f"{available_presets()}."
+        )
     path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"Unknown preset {name!r}. Available presets: {available_presets()}")
     with path.open() as f:
         values = yaml.safe_load(f) or {}
     return Config().with_overrides(values.get("hyperparameters", {}))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autoseg.arguments import MULTICLASS_METRICS
 from autoseg.data.io import read_mask
 from autoseg.data.prepare import prepare_evaluation_table
+from autoseg.errors import SettingsError
 from autoseg.inference import probabilities_to_ids
 from autoseg.metrics import BINARY_METRICS, BinaryMetricAccumulator, MulticlassMetricAccumulator
 from autoseg.problem import Problem
@@ -15,20 +18,28 @@ from autoseg.problem import Problem
 if TYPE_CHECKING:
     from autoseg.predictor import SemanticSegmentor
 
-MULTICLASS_METRICS = ("miou", "acc")
 
+def check_metric_names(problem: Problem, metrics: Sequence[str] | None) -> None:
+    """Reject metric names that do not exist for this problem type.
 
-def default_metric(problem: Problem) -> str:
-    """The validation metric used when none is given."""
-    return "iou" if problem.problem_type == "binary" else "miou"
+    Raises:
+        SettingsError: ``metrics`` is a single string, empty, or names unknown metrics; the
+            message lists the valid names.
 
-
-def check_metric_names(problem: Problem, metrics: list[str] | None) -> None:
-    """Reject metric names that do not exist for this problem type."""
-    valid = list(BINARY_METRICS) if problem.problem_type == "binary" else list(MULTICLASS_METRICS)
-    unknown = [m for m in metrics or [] if m not in valid and not m.startswith("iou/")]
+    """
+    if problem.problem_type == "binary":
+        valid = list(BINARY_METRICS)
+    else:
+        names = problem.class_names or [str(k) for k in range(len(problem.classes))]
+        valid = [*MULTICLASS_METRICS, *(f"iou/{name}" for name in names)]
+    if isinstance(metrics, str) or (metrics is not None and not metrics):
+        raise SettingsError(
+            f"metrics must be None (all) or a non-empty list of names such as {valid[:2]}, "
+            f"got {metrics!r}; choose from {valid}."
+        )
+    unknown = [m for m in metrics or [] if m not in valid]
     if unknown:
-        raise ValueError(
+        raise SettingsError(
             f"Unknown metric(s) {unknown} for a {problem.problem_type} problem; "
             f"choose from {valid}."
         )

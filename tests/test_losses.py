@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from autoseg.errors import SettingsError
 from autoseg.training.losses import (
     balanced_bce_loss,
     cross_entropy_dice_loss,
@@ -65,3 +67,44 @@ def test_multiclass_loss_is_ce_plus_dice_and_ignores_void():
     loss.backward()
     assert logits.grad[:, :, :3].abs().max() == 0
     assert torch.equal(task_loss(logits, target, "structure"), loss)
+
+
+def _all_ignored(channels: int, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.randn(batch, channels, 24, 24, generator=torch.Generator().manual_seed(4))
+    return logits.requires_grad_(), torch.full((batch, 24, 24), 255, dtype=torch.long)
+
+
+def test_multiclass_loss_on_a_batch_without_valid_pixels_is_zero_with_zero_gradient():
+    logits, target = _all_ignored(3)
+    assert torch.isnan(F.cross_entropy(logits, target, ignore_index=255))  # the old NaN
+    loss = cross_entropy_dice_loss(logits, target)
+    assert torch.isfinite(loss) and loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().max() == 0
+
+
+def test_multiclass_loss_still_averages_cross_entropy_over_valid_pixels():
+    target = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(5))
+    target[0] = 255  # one image of the batch fully ignored: the other one alone counts
+    logits = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    ce = F.cross_entropy(logits[1:], target[1:])
+    prob = logits[1:].softmax(1)
+    onehot = F.one_hot(target[1:], 3).permute(0, 3, 1, 2).float()
+    dice = (2 * (prob * onehot).sum((0, 2, 3)) + 1) / (
+        prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1
+    )
+    torch.testing.assert_close(cross_entropy_dice_loss(logits, target), ce + 1 - dice.mean())
+
+
+def test_binary_losses_on_an_all_ignored_target_are_zero_with_zero_gradient():
+    for loss_fn in (structure_loss, balanced_bce_loss):
+        logits, target = _all_ignored(1, batch=2)
+        loss = loss_fn(logits, target)
+        assert torch.isfinite(loss) and loss.item() == 0.0, loss_fn.__name__
+        loss.backward()
+        assert logits.grad.abs().max() == 0, loss_fn.__name__
+
+
+def test_unknown_binary_loss_is_a_settings_error():
+    with pytest.raises(SettingsError, match="structure"):
+        task_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), "dice")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from autoseg.errors import SettingsError
+
 IGNORE_INDEX = 255
 
 
@@ -48,13 +50,17 @@ def balanced_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 def cross_entropy_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy plus soft Dice over the classes, ignoring index 255.
 
+    A batch without a single valid pixel (all 255) gives a loss of 0 with zero gradient,
+    not NaN: the cross-entropy is averaged over at least one pixel.
+
     Args:
         logits: (B, K, S, S) raw scores.
         target: (B, S, S) class ids in 0..K-1, 255 ignored.
 
     """
-    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
     valid = (target != IGNORE_INDEX).unsqueeze(1).to(logits.dtype)
+    ce_sum = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    ce = ce_sum / valid.sum().clamp_min(1.0)
     prob = logits.softmax(dim=1) * valid
     onehot = F.one_hot(target.clamp_max(logits.shape[1] - 1), logits.shape[1])
     onehot = onehot.permute(0, 3, 1, 2).to(logits.dtype) * valid
@@ -72,5 +78,7 @@ def task_loss(logits: torch.Tensor, target: torch.Tensor, binary_loss: str) -> t
     if logits.shape[1] > 1:
         return cross_entropy_dice_loss(logits, target)
     if binary_loss not in BINARY_LOSSES:
-        raise ValueError(f"Unknown loss.binary {binary_loss!r}; choose from {list(BINARY_LOSSES)}")
+        raise SettingsError(
+            f"Unknown loss.binary {binary_loss!r}; choose from {list(BINARY_LOSSES)}"
+        )
     return BINARY_LOSSES[binary_loss](logits, target)
