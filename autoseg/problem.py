@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 
 from autoseg.data.colors import ColorTable
+from autoseg.data.findings import DataValidationError
 from autoseg.data.masks import (
     IGNORE_INDEX,
     MaskFormatError,
     as_single_channel,
     binary_target,
+    distinct_values,
     encode_multiclass,
 )
+from autoseg.errors import AutosegWarning, SettingsError
 
 PROBLEM_TYPES = ("auto", "binary", "multiclass")
 BINARY_VALUE_SETS = ({0, 1}, {0, 255})
@@ -101,9 +104,11 @@ class MaskValueCollector:
 
     def __init__(self, problem_type: str, colors: ColorTable | None = None) -> None:
         if problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+            raise SettingsError(
+                f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}"
+            )
         if colors is not None and problem_type == "binary":
-            raise ValueError(
+            raise SettingsError(
                 "class_colors describes a multi-class problem (one output per class); use "
                 "problem_type='auto' or 'multiclass' with it"
             )
@@ -119,12 +124,16 @@ class MaskValueCollector:
             if self.colors is not None:
                 self.colors.encode(mask)  # names any colour missing from class_colors
                 return None
-            mask = as_single_channel(mask)  # names the colours of a real colour mask
+            # names the colours of a real colour mask, and non-integer float values
+            values = distinct_values(as_single_channel(mask))
         except MaskFormatError as err:
             return str(err)
-        if not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0 or mask.max() > 255:
-            return "has values outside 0..255; use 8-bit class ids (255 = ignore)"
-        values = {int(v) for v in np.flatnonzero(np.bincount(mask.ravel().astype(np.int64)))}
+        bad = sorted(v for v in values if not 0 <= v <= IGNORE_INDEX)
+        if bad:
+            return (
+                f"has values {bad[:10]} outside 0..255; masks must hold 8-bit class ids "
+                "(0..254, 255 = ignore), or 0/1 or 0/255 for binary tasks"
+            )
         if self.problem_type == "binary" and not any(values <= s for s in BINARY_VALUE_SETS):
             found = sorted(values)[:10]
             return (
@@ -136,12 +145,18 @@ class MaskValueCollector:
             self.binary_sets.append(values)
         return None
 
+    def labels_of(self, mask: np.ndarray) -> frozenset[int]:
+        """Distinct values of a mask that passed the check (colour masks: class ids)."""
+        if self.colors is not None:
+            return frozenset(int(v) for v in np.unique(self.colors.encode(mask)))
+        return frozenset(distinct_values(as_single_channel(mask)))
+
     def problem(self, class_names: Sequence[str] | None = None) -> Problem:
         """Decide the problem from everything collected (call after validation)."""
         if self.colors is not None:
             names = self.colors.class_names
             if class_names and tuple(class_names) != names:
-                raise ValueError(
+                raise SettingsError(
                     f"class_names {list(class_names)} differ from the names in class_colors "
                     f"{list(names)}; with class_colors, name the classes there only"
                 )
@@ -154,10 +169,19 @@ class MaskValueCollector:
             return Problem("binary", (0, 1), _check_names(names, 2))
         classes = tuple(sorted(self.values - {IGNORE_INDEX}))
         if len(classes) < 2:
-            raise ValueError(
-                f"Multi-class training needs at least 2 classes; the masks hold only "
-                f"{list(classes)} (255 = ignore). For 0/255 foreground masks use "
-                "problem_type='binary' or 'auto'."
+            why = (
+                f" (multi-class because {len(class_names)} class names were given; give two "
+                "names for a binary task)"
+                if class_names and self.problem_type == "auto"
+                else ""
+            )
+            raise DataValidationError(
+                [
+                    f"multi-class training needs at least 2 classes; the masks hold only "
+                    f"{list(classes)} (255 = ignore){why}. Check that the masks hold their "
+                    "classes, or for 0/255 foreground masks use problem_type='binary' or 'auto'"
+                ],
+                header="The masks cannot be used:",
             )
         classes, names = _classes_and_names(classes, class_names)
         return Problem("multiclass", classes, names)
@@ -179,8 +203,9 @@ def _classes_and_names(
         unseen = [f"{k} ({names[k]})" for k in range(len(names)) if k not in found]
         warnings.warn(
             f"no training mask holds {', '.join(unseen)}, named in the class names; the "
-            "model cannot learn to predict what it never saw",
-            UserWarning,
+            "model cannot learn to predict what it never saw. Add training images that show "
+            "them, or drop their names",
+            AutosegWarning,
             stacklevel=3,
         )
         return tuple(range(len(names))), tuple(names)
@@ -189,7 +214,10 @@ def _classes_and_names(
 
 def _check_names(names: tuple[str, ...], expected: int) -> tuple[str, ...]:
     if len(names) != expected:
-        raise ValueError(f"Got {len(names)} class names for {expected} classes: {list(names)}")
+        raise SettingsError(
+            f"got {len(names)} class names for {expected} classes: {list(names)}. Give one "
+            "name per class, in class-id order (or fix classes.txt beside the CSV)"
+        )
     return names
 
 

@@ -23,6 +23,7 @@ from autoseg.data.masks import MaskFormatError
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import SYNTHETIC_VOID_RGB, make_synthetic_multiclass
 from autoseg.data.table import DataValidationError
+from autoseg.errors import SettingsError
 from autoseg.problem import Problem
 
 TINY = TINY_MULTICLASS
@@ -91,7 +92,7 @@ def test_colour_table_order_ignore_and_shared_names():
 @pytest.mark.parametrize(
     "mapping, error, match",
     [
-        ([((0, 0, 0), "a")], TypeError, "must be a dict"),
+        ([((0, 0, 0), "a")], SettingsError, "must be a dict"),
         ({(0, 0, 0): "a", (0, 0, 0.5): "b"}, ValueError, "not a colour"),
         ({(0, 0, 0): "a", (0, 0, 256): "b"}, ValueError, "not a colour"),
         ({(0, 0, 0): "a", "#00000g": "b"}, ValueError, "not a colour"),

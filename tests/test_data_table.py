@@ -194,3 +194,64 @@ def test_image_col_applies_to_lists_and_folders(tmp_path: Path) -> None:
     _pair(tmp_path, "a.png")
     table = load_table(tmp_path / "images", image_col="img", require_labels=False)
     assert list(table.columns) == ["image"] and len(table) == 1
+
+
+def test_relative_folder_resolves_once(tmp_path: Path, monkeypatch) -> None:
+    _pair(tmp_path, "a.png")
+    monkeypatch.chdir(tmp_path)
+    table = load_table("images", require_labels=False)
+    assert table.image.tolist() == [str(tmp_path / "images" / "a.png")]
+    validate_table(table, require_labels=False)
+
+
+def test_line_numbers_survive_blank_lines_and_quoted_newlines(tmp_path: Path) -> None:
+    good = _pair(tmp_path, "a.png")
+    body = (
+        f"image,label\n\n{good[0]},{good[1]}\n\n"
+        f'"images/x\ny.png",{good[1]}\n   \nnope.png,{good[1]}\n'
+    )
+    (tmp_path / "t.csv").write_text(body)
+    table = load_table(tmp_path / "t.csv")
+    assert table.attrs["lines"] == [3, 5, 8]
+    with pytest.raises(DataValidationError) as info:
+        validate_table(table)
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "row 1 (line 5 of t.csv)",
+        "row 2 (line 8 of t.csv)",
+    ]
+
+
+def test_dataframe_hint_names_the_current_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    table = load_table(pd.DataFrame({"image": ["x.png"], "label": ["y.png"]}))
+    with pytest.raises(DataValidationError) as info:
+        validate_table(table)
+    assert f"resolve against the current directory, {tmp_path}" in str(info.value)
+    assert "CSV" not in str(info.value)
+
+
+def test_semicolon_csv_is_named(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("image;label\na.png;b.png\n")
+    with pytest.raises(DataValidationError, match=r"separated by semicolons.*sep=';'"):
+        load_table(tmp_path / "t.csv")
+
+
+def test_every_image_is_fully_decoded(tmp_path: Path) -> None:
+    image, mask = _pair(tmp_path, "a.png", hw=(64, 64))
+    data = (tmp_path / image).read_bytes()
+    (tmp_path / "images" / "cut.png").write_bytes(data[: len(data) // 2])
+    table = load_table(_csv(tmp_path, [(image, mask), ("images/cut.png", mask)]))
+    with pytest.raises(DataValidationError) as info:
+        validate_table(table)
+    (problem,) = info.value.problems
+    assert problem.startswith("row 1 ") and "truncated" in problem
+
+
+def test_exif_rotated_image_is_explained(tmp_path: Path) -> None:
+    _, mask = _pair(tmp_path, "m.png", hw=(14, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(np.zeros((10, 14, 3), np.uint8)).save(tmp_path / "images/p.jpg", exif=exif)
+    table = load_table(_csv(tmp_path, [("images/p.jpg", mask)]))
+    with pytest.raises(DataValidationError, match="EXIF orientation .tag 8"):
+        validate_table(table)

@@ -31,6 +31,7 @@ from autoseg.data.masks import (
     pack_rgb,
     unpack_rgb,
 )
+from autoseg.errors import SettingsError
 
 RGB = tuple[int, int, int]
 IGNORE_NAMES = ("ignore",)
@@ -61,13 +62,13 @@ class ColorTable:
         """Check a user's mapping and number its classes in order of first appearance.
 
         Raises:
-            TypeError: ``class_colors`` is not a mapping.
-            ValueError: A colour is malformed or repeated, a name is empty, or fewer than two
-                classes remain after ignored colours.
+            SettingsError: ``class_colors`` is not a mapping, a colour is malformed or
+                repeated, a name is empty, or fewer than two classes remain after ignored
+                colours.
 
         """
         if not isinstance(class_colors, Mapping):
-            raise TypeError(
+            raise SettingsError(
                 "class_colors must be a dict such as {(0, 0, 0): 'background', "
                 f"(0, 255, 0): 'crop'}}, got {type(class_colors).__name__}"
             )
@@ -76,12 +77,12 @@ class ColorTable:
         for key, name in class_colors.items():
             rgb = parse_colour(key)
             if any(entry[:3] == rgb for entry in entries):
-                raise ValueError(f"class_colors lists the colour {rgb} twice")
+                raise SettingsError(f"class_colors lists the colour {rgb} twice")
             if _is_ignore(name):
                 entries.append((*rgb, IGNORE_INDEX))
                 continue
             if not isinstance(name, str) or not name.strip():
-                raise ValueError(
+                raise SettingsError(
                     f"class_colors[{rgb}] must be a class name (a non-empty string) or None "
                     f"to ignore that colour, got {name!r}"
                 )
@@ -89,7 +90,7 @@ class ColorTable:
                 names.append(name)
             entries.append((*rgb, names.index(name)))
         if len(names) < 2:
-            raise ValueError(
+            raise SettingsError(
                 f"class_colors must name at least 2 classes, got {names}; a colour mapped "
                 "to None or 'ignore' is not a class"
             )
@@ -162,7 +163,7 @@ def parse_colour(key: Any) -> RGB:
     """``(r, g, b)`` from a tuple/list of three 0..255 ints or a ``"#rrggbb"`` string.
 
     Raises:
-        ValueError: The key is neither.
+        SettingsError: The key is neither.
 
     """
     if isinstance(key, str):
@@ -176,7 +177,7 @@ def parse_colour(key: Any) -> RGB:
         values = [int(v) for v in key if isinstance(v, int | np.integer)]
         if len(values) == 3 and all(0 <= v <= 255 for v in values):
             return values[0], values[1], values[2]
-    raise ValueError(
+    raise SettingsError(
         f"class_colors key {key!r} is not a colour; use an (r, g, b) tuple of 0..255 "
         "integers or a '#rrggbb' string"
     )

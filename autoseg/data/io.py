@@ -29,6 +29,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 _LOW_PERCENTILE = 0.5
 _HIGH_PERCENTILE = 99.5
+_EXIF_ORIENTATION = 0x0112
 
 
 def _needs_tifffile(img: Image.Image) -> bool:
@@ -210,6 +211,36 @@ def image_size(path: PathLike) -> tuple[int, int]:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         return int(page.imagelength), int(page.imagewidth)
+
+
+def decode_image(path: PathLike) -> tuple[tuple[int, int], int]:
+    """Decode every pixel of an image file, to prove it is whole; return its size.
+
+    Used by the pre-training check: a header alone does not show that a file is truncated.
+    The pixels are decoded but not converted (no RGB conversion or percentile scaling).
+
+    Args:
+        path: Image or mask file.
+
+    Returns:
+        ``((height, width), orientation)``, the EXIF orientation tag (1..8, 1 = none).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        PIL.UnidentifiedImageError: The file is not an image PIL or tifffile can read.
+        OSError: The file is truncated or damaged.
+        PIL.Image.DecompressionBombError: The header claims more pixels than PIL allows.
+
+    """
+    array, img = _open_pixels(path)
+    if img is None:
+        assert array is not None
+        return (int(array.shape[0]), int(array.shape[1])), 1
+    with img:
+        img.load()
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        width, height = img.size
+    return (height, width), orientation if isinstance(orientation, int) else 1
 
 
 def list_images(folder: PathLike) -> list[Path]:

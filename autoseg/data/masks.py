@@ -99,7 +99,7 @@ def distinct_colours(mask: np.ndarray) -> list[int]:
     """Sorted packed codes of the distinct colours of a colour mask (any integer dtype)."""
     if mask.dtype != np.uint8:
         # rare (16-bit colour TIFFs): clip so every colour still gets a code to report
-        mask = np.clip(mask[:, :, :3], 0, 255).astype(np.uint8)
+        mask = np.clip(np.nan_to_num(mask[:, :, :3]), 0, 255).astype(np.uint8)
     return [int(c) for c in np.unique(pack_rgb(mask))]
 
 

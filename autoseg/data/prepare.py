@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from autoseg.data import traps
 from autoseg.data.colors import ColorTable
 from autoseg.data.table import DataValidationError, check_with, load_table, validate_table
 from autoseg.problem import MaskValueCollector, Problem, read_class_names
@@ -48,46 +50,95 @@ def prepare_training_data(
         (train table, validation table, problem).
 
     Raises:
-        DataValidationError: Problems in the rows of either table.
-        ValueError, TypeError: Malformed ``class_colors`` or inconsistent class names.
+        DataValidationError: Problems in the rows of either table; too few classes.
+        SettingsError: Malformed ``class_colors``, inconsistent class names or problem type.
+
+    Warns:
+        AutosegWarning: Label traps (see :mod:`autoseg.data.traps`), before any model is
+            built: empty or full masks, grey-level masks read as multi-class, duplicate
+            rows, unlabelled validation masks, too few images.
 
     """
     colors = ColorTable.from_mapping(class_colors) if class_colors is not None else None
     collector = MaskValueCollector(problem_type, colors)
-    tables, problems = [], []
-    for data in (train_data, tuning_data):
-        if data is None:
-            continue
-        try:
-            table = load_table(data, image_col, label_col, require_labels=True)
-            validate_table(table, require_labels=True, check_values=collector)
-            tables.append(table)
-        except DataValidationError as error:
-            problems.extend(error.problems)
-    if problems:
-        raise DataValidationError(problems)
+    tables, summaries = _load_checked((train_data, tuning_data), image_col, label_col, collector)
     names = class_names or (
         read_class_names(train_data)
         if isinstance(train_data, str | Path) and colors is None
         else None
     )
     problem = collector.problem(names)
+    traps.warn_duplicates(tables[0])
     if len(tables) == 2:
-        return tables[0], tables[1], problem
-    train, val = split_validation(tables[0], seed)
+        train, val = tables
+        traps.warn_duplicates(val, "tuning")
+        traps.warn_tuning_overlap(train, val)
+    else:
+        train, val = split_validation(tables[0], seed)
+    _warn_label_traps(tables[0], train, val, summaries, problem, problem_type)
     return train, val, problem
 
 
-def split_validation(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out a seeded 10% (at least one image) for validation.
+def _load_checked(
+    datasets: tuple[Any, Any], image_col: str, label_col: str, collector: MaskValueCollector
+) -> tuple[list[pd.DataFrame], list[dict[Any, frozenset[int]]]]:
+    """Load and check the given tables, summarising each passing mask; one error for all."""
+    tables: list[pd.DataFrame] = []
+    summaries: list[dict[Any, frozenset[int]]] = []
+    problems: list[str] = []
+    for data in datasets:
+        if data is None:
+            continue
+        found: dict[Any, frozenset[int]] = {}
+        try:
+            table = load_table(data, image_col, label_col, require_labels=True)
+            validate_table(table, True, collector, on_mask=partial(_record, collector, found))
+            tables.append(table)
+            summaries.append(found)
+        except DataValidationError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise DataValidationError(problems)
+    return tables, summaries
 
-    A single-image table validates on its training image: there is nothing else.
+
+def _record(
+    collector: MaskValueCollector, found: dict[Any, frozenset[int]], index: Any, mask: Any
+) -> None:
+    found[index] = collector.labels_of(mask)
+
+
+def _warn_label_traps(
+    table: pd.DataFrame,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    summaries: list[dict[Any, frozenset[int]]],
+    problem: Problem,
+    problem_type: str,
+) -> None:
+    """Warn about data that trains without error but likely not as the user meant."""
+    traps.warn_few_images(train)
+    if problem.problem_type == "binary":
+        traps.warn_empty_or_full(table, summaries[0])
+        return
+    if problem.colors is None and problem_type == "auto":
+        traps.warn_ignore_values(table, summaries[0], problem.classes)
+    traps.warn_unlabelled_validation(val, summaries[-1])
+
+
+def split_validation(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out a seeded 10% of the images (at least one) for validation.
+
+    Rows are grouped by image, so an image listed twice is never on both sides. A
+    single-image table validates on its training image: there is nothing else.
     """
-    if len(table) == 1:
+    groups, images = pd.factorize(table["image"])
+    if len(images) == 1:
         return table, table
-    count = max(1, round(VALIDATION_FRACTION * len(table)))
-    order = np.random.default_rng(seed).permutation(len(table))
-    return table.iloc[np.sort(order[count:])], table.iloc[np.sort(order[:count])]
+    count = max(1, round(VALIDATION_FRACTION * len(images)))
+    order = np.random.default_rng(seed).permutation(len(images))
+    held_out = np.isin(groups, order[:count])
+    return table[~held_out], table[held_out]
 
 
 def prepare_prediction_table(data: Any, image_col: str = "image") -> pd.DataFrame:
