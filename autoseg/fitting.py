@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,24 +12,26 @@ import lightning as L
 import pandas as pd
 import yaml
 
+from autoseg.arguments import check_fit_arguments, resolve_eval_metric
+from autoseg.atomic import atomic_write_text
 from autoseg.builder import build_model, normalization_for
 from autoseg.config import Config, resolve_config
 from autoseg.data.datamodule import SegmentationDataModule
 from autoseg.data.prepare import prepare_training_data
-from autoseg.evaluation import default_metric
+from autoseg.errors import OutputExistsError, PredictorFolderError, SettingsError
+from autoseg.fit_guard import RUN_FILE, is_ddp_worker, keep_usable
 from autoseg.models.backbones import SamParts
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.peft import adapter_parameter_counts
 from autoseg.persistence import is_nonempty_dir
 from autoseg.problem import Problem
-from autoseg.training.fit import RESUME_DIR, resume_checkpoint, run_fit
+from autoseg.training.fit import RESUME_DIR, FitResult, resume_checkpoint, run_fit
 from autoseg.training.module import SegmentationTask
 from autoseg.training.report import plot_training_curve
 
 if TYPE_CHECKING:
     from autoseg.predictor import SemanticSegmentor
 
-RUN_FILE = "run.yaml"
 VALIDATION_OVERLAYS = 4
 
 
@@ -49,28 +51,23 @@ class FitOutcome:
     is_global_zero: bool
 
 
-def is_ddp_worker() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they re-run the script)."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
-
-
 def claim_folder(path: str | Path | None, resume: bool) -> Path:
     """Pick the predictor folder, refusing to overwrite anything (checked before any work)."""
     if path is None:
         if resume:
-            raise ValueError("resume=True needs the path= of the interrupted fit.")
+            raise SettingsError("resume=True needs the path= of the interrupted fit.")
         stamp = dt.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
         return Path("autoseg_models") / f"segmentor_{stamp}"
     folder = Path(path)
     if resume:
         if not resume_checkpoint(folder).is_file():
-            raise FileNotFoundError(
+            raise PredictorFolderError(
                 f"Nothing to resume in {folder}: {resume_checkpoint(folder)} does not exist "
                 "(a finished fit removes it). Start a new fit with a new path instead."
             )
         return folder
     if is_nonempty_dir(folder) and not is_ddp_worker():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"path={str(folder)!r} already exists and is not empty; autoseg never "
             "overwrites a predictor silently. Pass a new path, or delete that folder."
         )
@@ -95,9 +92,40 @@ def fit_segmentor(
     time_limit: float | None = None,
     hyperparameters: dict[str, Any] | None = None,
     resume: bool = False,
+    finish: Callable[[FitOutcome], None] | None = None,
+) -> FitOutcome:
+    """Check the arguments, claim the folder, train, then ``finish`` (save) the outcome.
+
+    Everything after the folder is claimed runs under :func:`~autoseg.fit_guard.keep_usable`:
+    a failure (``finish`` included) leaves a resumable folder or none of autoseg's files.
+    """
+    check_fit_arguments(
+        path=seg.path,
+        time_limit=time_limit,
+        problem_type=seg.problem_type,
+        eval_metric=seg.eval_metric,
+        hyperparameters=[seg.hyperparameters, hyperparameters],
+        seed=seg.seed,
+        verbosity=seg.verbosity,
+    )
+    folder = claim_folder(seg.path, resume)
+    with keep_usable(folder):
+        outcome = _train(seg, folder, train_data, tuning_data, time_limit, hyperparameters, resume)
+        if finish is not None:
+            finish(outcome)
+    return outcome
+
+
+def _train(
+    seg: SemanticSegmentor,
+    folder: Path,
+    train_data: Any,
+    tuning_data: Any,
+    time_limit: float | None,
+    hyperparameters: dict[str, Any] | None,
+    resume: bool,
 ) -> FitOutcome:
     """Validate the data, build the model, train, and draw the training curve."""
-    folder = claim_folder(seg.path, resume)
     config, preset = _run_settings(seg, folder, resume, hyperparameters)
     train, val, problem = prepare_training_data(
         train_data,
@@ -109,7 +137,7 @@ def fit_segmentor(
         seed=seg.seed,
         class_colors=seg.class_colors,
     )
-    eval_metric = seg.eval_metric or default_metric(problem)
+    eval_metric = resolve_eval_metric(problem, seg.eval_metric)
     L.seed_everything(seg.seed, verbose=False)
     model, parts = build_model(config, problem.num_outputs)
     counts = adapter_parameter_counts(model)
@@ -124,7 +152,7 @@ def fit_segmentor(
     (folder / RESUME_DIR).mkdir(parents=True, exist_ok=True)
     if not resume and not is_ddp_worker():
         run = {"preset": preset, "config": config.to_dict()}
-        (folder / RESUME_DIR / RUN_FILE).write_text(yaml.safe_dump(run, sort_keys=False))
+        atomic_write_text(folder / RESUME_DIR / RUN_FILE, yaml.safe_dump(run, sort_keys=False))
     datamodule = SegmentationDataModule(
         train, val, problem, config, normalization_for(config.model.backbone), seg.seed
     )
@@ -132,15 +160,7 @@ def fit_segmentor(
     result = run_fit(task, datamodule, folder, time_limit, seg.verbosity, resume=resume)
     if result.is_global_zero:
         plot_training_curve(folder, eval_metric)
-    summary = {
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "best_epoch": result.best_epoch,
-        f"best_val_{eval_metric}": result.best_score,
-        "fit_time_s": round(result.fit_time_s, 1),
-        "trainable_parameters": counts["trainable"],
-        "total_parameters": counts["total"],
-    }
+    summary = _summary(result, counts, eval_metric)
     return FitOutcome(
         model,
         parts,
@@ -153,3 +173,16 @@ def fit_segmentor(
         val.head(VALIDATION_OVERLAYS),
         result.is_global_zero,
     )
+
+
+def _summary(result: FitResult, counts: dict[str, int], eval_metric: str) -> dict[str, Any]:
+    """The fit summary saved in ``config.yaml``."""
+    return {
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "best_epoch": result.best_epoch,
+        f"best_val_{eval_metric}": result.best_score,
+        "fit_time_s": round(result.fit_time_s, 1),
+        "trainable_parameters": counts["trainable"],
+        "total_parameters": counts["total"],
+    }

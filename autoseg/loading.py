@@ -1,4 +1,9 @@
-"""Rebuild a saved predictor: backbone from its verified checkpoint, then the adapter."""
+"""Rebuild a saved predictor: every file checked first, then backbone, then the adapter.
+
+The weight files are checked against the model the config describes, built on the meta
+device (shapes only, no memory), so a damaged or mismatched folder fails before any real
+model is built.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,21 @@ import torch
 
 from autoseg.builder import build_model
 from autoseg.config import Config
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, PredictorFolderError
 from autoseg.models.segmenter import SamSegmenter
-from autoseg.persistence import read_predictor_files
+from autoseg.persistence import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    FULL_WEIGHTS_FILE,
+    RESTORE_HINT,
+    read_record,
+    read_tensors,
+    tensor_shapes,
+)
 from autoseg.problem import Problem
+from autoseg.saved_record import SavedRecord, parse_record
+
+SHOWN = 5
 
 
 class CheckpointMismatchError(AutosegError, ValueError):
@@ -31,18 +47,67 @@ class LoadedPredictor:
     eval_metric: str
     backbone: dict[str, Any]
     summary: dict[str, Any]
+    columns: dict[str, str]
+
+
+def check_predictor_folder(folder: Path) -> SavedRecord:
+    """Check ``config.yaml`` and the weight files without building a real model.
+
+    Raises:
+        PredictorFolderError: a file is missing, damaged, tampered with or inconsistent.
+
+    """
+    saved = parse_record(read_record(folder), folder / CONFIG_FILE)
+    try:
+        with torch.device("meta"):
+            shape_model, _ = build_model(saved.config, saved.problem.num_outputs, pretrained=False)
+    except Exception as error:  # e.g. an unknown backbone or an image size it cannot tile
+        raise PredictorFolderError(
+            f"{folder / CONFIG_FILE}: its settings describe no buildable model ({error}). "
+            f"{RESTORE_HINT}"
+        ) from None
+    trainable = {
+        name: tuple(p.shape) for name, p in shape_model.named_parameters() if p.requires_grad
+    }
+    _check_shapes(folder / ADAPTER_FILE, trainable)
+    full_path = folder / FULL_WEIGHTS_FILE
+    if full_path.is_file():
+        _check_shapes(full_path, {k: tuple(v.shape) for k, v in shape_model.state_dict().items()})
+    return saved
+
+
+def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """The file holds exactly the tensors ``expected`` names, with those shapes."""
+    found = tensor_shapes(path)
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = [
+        f"{n} {found[n]} (expected {expected[n]})"
+        for n in found
+        if n in expected and found[n] != expected[n]
+    ]
+    problems = [
+        f"{label}: {', '.join(names[:SHOWN])}{' ...' if len(names) > SHOWN else ''}"
+        for label, names in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
+        if names
+    ]
+    if problems:
+        raise PredictorFolderError(
+            f"{path} does not fit the model {CONFIG_FILE} describes ({'; '.join(problems)}): "
+            f"it is damaged, tampered with or from another predictor. {RESTORE_HINT}"
+        )
 
 
 def load_predictor_state(folder: Path) -> LoadedPredictor:
-    """Read a predictor folder and rebuild its model (no pickle, no code execution)."""
-    record, adapter, full_weights = read_predictor_files(folder)
-    config = Config.from_dict(record["config"])
-    problem = Problem.from_dict(record["problem"])
-    backbone = record["backbone"]
-    if full_weights is not None:
+    """Check a predictor folder, then rebuild its model (no pickle, no code execution)."""
+    saved = check_predictor_folder(folder)
+    config, problem, backbone = saved.config, saved.problem, saved.backbone
+    full_path = folder / FULL_WEIGHTS_FILE
+    if full_path.is_file():
         model, _ = build_model(config, problem.num_outputs, pretrained=False)
-        _load_exact(model, full_weights, folder, partial=False)
+        model.load_state_dict(read_tensors(full_path), strict=True)
     else:
+        adapter = read_tensors(folder / ADAPTER_FILE)
         saved_path = backbone.get("checkpoint_path")
         usable = saved_path if saved_path and Path(saved_path).is_file() else None
         model, parts = build_model(config, problem.num_outputs, checkpoint=usable)
@@ -54,27 +119,14 @@ def load_predictor_state(folder: Path) -> LoadedPredictor:
                 f"{parts.checkpoint_sha256}. Put the original file in place, or pass its path "
                 "in hyperparameters={'model.checkpoint': ...} when fitting."
             )
-        _load_exact(model, adapter, folder, partial=True)
+        model.load_state_dict(adapter, strict=False)
     return LoadedPredictor(
         model=model.eval(),
         config=config,
-        preset=record["preset"],
+        preset=saved.preset,
         problem=problem,
-        eval_metric=record["eval_metric"],
+        eval_metric=saved.eval_metric,
         backbone=backbone,
-        summary=record["summary"],
+        summary=saved.summary,
+        columns=saved.columns,
     )
-
-
-def _load_exact(
-    model: SamSegmenter, weights: dict[str, torch.Tensor], folder: Path, partial: bool
-) -> None:
-    """Load weights, failing loudly on any name the model does not expect."""
-    result = model.load_state_dict(weights, strict=not partial)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    missing_trainable = trainable.intersection(result.missing_keys)
-    if result.unexpected_keys or missing_trainable:
-        raise ValueError(
-            f"{folder}: the saved weights do not fit the rebuilt model (unexpected: "
-            f"{result.unexpected_keys[:5]}, missing: {sorted(missing_trainable)[:5]})."
-        )

@@ -1,8 +1,11 @@
 """Predictor folders: ``config.yaml`` + ``adapter.safetensors``; written atomically, no pickle.
 
 Loading only parses YAML (``safe_load``) and safetensors, so opening a predictor folder never
-executes code. The backbone is rebuilt from its checkpoint, whose sha256 must match the one
-recorded at fit time.
+executes code; every damaged or tampered file gives one :class:`PredictorFolderError` naming
+it. Saving builds the new folder aside; replacing an existing one moves the old folder aside
+(``.<name>.autoseg-old``), renames the new one in, then deletes the old. A crash between those
+renames leaves the old folder aside, and the next :func:`read_record` (``load``) or save puts
+it back, so a crash at any step leaves a loadable predictor.
 """
 
 from __future__ import annotations
@@ -10,22 +13,35 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from autoseg.atomic import atomic_write, atomic_write_text
+from autoseg.errors import AutosegWarning, OutputExistsError, PredictorFolderError
 
 CONFIG_FILE = "config.yaml"
 ADAPTER_FILE = "adapter.safetensors"
 FULL_WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+ASIDE_SUFFIX = ".autoseg-old"
+STAGING_TAG = ".autoseg-new-"
+RESTORE_HINT = "Restore the folder from a backup, or fit and save the predictor again."
 
 
 def is_nonempty_dir(path: Path) -> bool:
     """True when ``path`` is a folder holding anything."""
     return path.is_dir() and any(path.iterdir())
+
+
+def aside_path(target: Path) -> Path:
+    """Where a save keeps the old folder while the new one is renamed in."""
+    return target.parent / f".{target.name}{ASIDE_SUFFIX}"
 
 
 def save_predictor_folder(
@@ -36,40 +52,94 @@ def save_predictor_folder(
     source: Path | None = None,
     overwrite: bool = False,
 ) -> None:
-    """Save a predictor into ``target``, never leaving a half-written folder behind.
+    """Save a predictor into ``target`` atomically, never leaving a half-written folder.
 
-    Saving into the predictor's own folder (``source``) replaces its files one by one, each
-    written aside and renamed. Saving elsewhere builds the whole folder aside (copying the
-    logs and plots of ``source``) and renames it into place.
+    The whole folder is built aside (with the logs and plots of ``source``, the predictor's
+    own folder) and renamed into place; an existing folder is moved aside first and deleted
+    last. On any failure the old folder is put back.
 
     Raises:
-        FileExistsError: ``target`` is another non-empty folder and ``overwrite`` is False.
+        OutputExistsError: ``target`` is a file, or another non-empty folder and
+            ``overwrite`` is False.
 
     """
-    if source is not None and target.exists() and target.resolve() == source.resolve():
-        _write_files(target, record, adapter, full_weights)
-        return
-    if is_nonempty_dir(target) and not overwrite:
-        raise FileExistsError(
+    recover_interrupted_save(target)
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} is a file; choose a folder path to save into.")
+    own = source is not None and target.exists() and target.resolve() == source.resolve()
+    if not own and is_nonempty_dir(target) and not overwrite:
+        raise OutputExistsError(
             f"{target} already exists and is not empty; choose a new path or pass overwrite=True."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_staging_leftovers(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_TAG}", dir=target.parent))
     try:
         if source is not None and source.is_dir():
-            shutil.copytree(
-                source,
-                staging,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns(FULL_WEIGHTS_FILE),
-            )
+            skip = shutil.ignore_patterns(FULL_WEIGHTS_FILE, f"*{ASIDE_SUFFIX}", f"*{STAGING_TAG}*")
+            shutil.copytree(source, staging, dirs_exist_ok=True, ignore=skip)
         _write_files(staging, record, adapter, full_weights)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        _swap_in(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an old ``target`` goes aside, then is deleted."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = aside_path(target)
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    _discard(aside)
+
+
+def _discard(folder: Path) -> None:
+    """Delete an old copy; a failure leaves it for the next save or load to remove."""
+    try:
+        shutil.rmtree(folder)
+    except OSError:
+        pass
+
+
+def recover_interrupted_save(target: Path) -> bool:
+    """Finish what a save that died midway left behind; True if the old folder was restored.
+
+    The old folder aside with no ``target`` means the process died between the two renames:
+    it is renamed back. With ``target`` in place, the aside copy and any staging folders are
+    leftovers and are removed.
+    """
+    aside = aside_path(target)
+    if not aside.is_dir():
+        return False
+    restored = not target.exists()
+    if restored:
+        os.replace(aside, target)
+        warnings.warn(
+            f"{target}: a save was interrupted; the previous predictor was restored from "
+            f"{aside.name}.",
+            AutosegWarning,
+            stacklevel=3,
+        )
+    else:
+        _discard(aside)
+    _remove_staging_leftovers(target)
+    return restored
+
+
+def _remove_staging_leftovers(target: Path) -> None:
+    """Remove half-built folders a save to ``target`` that died midway left beside it."""
+    prefix = f".{target.name}{STAGING_TAG}"
+    if target.parent.is_dir():
+        for leftover in target.parent.iterdir():
+            if leftover.name.startswith(prefix) and leftover.is_dir():
+                _discard(leftover)
 
 
 def _write_files(
@@ -80,48 +150,104 @@ def _write_files(
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     record = {"format_version": FORMAT_VERSION, **record}
-    _atomic_write(folder / ADAPTER_FILE, lambda p: save_file(_contiguous(adapter), str(p)))
+    atomic_write(folder / ADAPTER_FILE, lambda p: save_file(_contiguous(adapter), str(p)))
     if full_weights is not None:
-        _atomic_write(
+        atomic_write(
             folder / FULL_WEIGHTS_FILE, lambda p: save_file(_contiguous(full_weights), str(p))
         )
-    text = yaml.safe_dump(record, sort_keys=False)
-    _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(text))
+    atomic_write_text(folder / CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """The parsed ``config.yaml`` of a predictor folder (restoring an interrupted save first).
+
+    Raises:
+        PredictorFolderError: no such folder, no ``config.yaml``, or a ``config.yaml`` that is
+            not a YAML mapping of plain data or has another ``format_version``.
+
+    """
+    recover_interrupted_save(folder)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise PredictorFolderError(
+            f"{folder} {what}: give the predictor folder that fit() or save() wrote "
+            f"(it holds {CONFIG_FILE} and {ADAPTER_FILE})."
+        )
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise PredictorFolderError(
+            f"{folder} is not an autoseg predictor folder: {CONFIG_FILE} is missing. Give the "
+            "folder that fit() or save() wrote."
+        )
+    try:
+        record = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = " ".join(str(error).split())[:300]
+        raise PredictorFolderError(
+            f"{config_path} is not plain autoseg YAML ({problem}); it is damaged or was "
+            f"tampered with, and autoseg never runs code from it. {RESTORE_HINT}"
+        ) from None
+    if not isinstance(record, dict):
+        what = "is empty" if record is None else f"holds a {type(record).__name__}"
+        raise PredictorFolderError(
+            f"{config_path} {what}, not the mapping of settings autoseg writes. {RESTORE_HINT}"
+        )
+    version = record.get("format_version")
+    if version is None:
+        raise PredictorFolderError(
+            f"{config_path} has no format_version, which every autoseg predictor records: it "
+            f"is damaged or was not written by autoseg. {RESTORE_HINT}"
+        )
+    if version != FORMAT_VERSION:
+        raise PredictorFolderError(
+            f"{config_path} has format_version {version!r}; this autoseg reads version "
+            f"{FORMAT_VERSION}. Load it with the autoseg version that wrote it "
+            f"({record.get('autoseg_version', 'unknown')}), or fit it again."
+        )
+    return record
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file (only its header is read).
+
+    Raises:
+        PredictorFolderError: the file is missing, truncated or not a safetensors file.
+
+    """
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise _damaged(path, error) from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (plain data, no pickle)."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise _damaged(path, error) from None
+
+
+def _damaged(path: Path, error: BaseException) -> PredictorFolderError:
+    if not path.exists():
+        return PredictorFolderError(f"{path} is missing. {RESTORE_HINT}")
+    return PredictorFolderError(
+        f"{path} is damaged (truncated or not a safetensors file: {error}). {RESTORE_HINT}"
+    )
 
 
 def read_predictor_files(
     folder: Path,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """Return (record, adapter weights, full weights or None) from a predictor folder."""
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not an autoseg predictor folder: {CONFIG_FILE} is missing."
-        )
-    record = yaml.safe_load(config_path.read_text())
-    if record.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{config_path} has format_version {record.get('format_version')!r}; this autoseg "
-            f"reads version {FORMAT_VERSION}."
-        )
-    adapter = load_file(str(folder / ADAPTER_FILE))
+    record = read_record(folder)
+    adapter = read_tensors(folder / ADAPTER_FILE)
     full_path = folder / FULL_WEIGHTS_FILE
-    full = load_file(str(full_path)) if full_path.is_file() else None
+    full = read_tensors(full_path) if full_path.is_file() else None
     return record, adapter, full
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; weights here are small copies.
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-
-
-def _atomic_write(path: Path, write) -> None:
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

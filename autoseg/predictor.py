@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ from autoseg.config import Config
 from autoseg.data.prepare import prepare_prediction_table
 from autoseg.errors import AutosegError
 from autoseg.evaluation import evaluate_model
-from autoseg.fitting import fit_segmentor
+from autoseg.fitting import FitOutcome, fit_segmentor
 from autoseg.inference import iter_probabilities, probabilities_to_ids
 from autoseg.loading import load_predictor_state
+from autoseg.outputs import PredictionFolder, input_labels
 from autoseg.peft import trainable_state_dict
 from autoseg.persistence import save_predictor_folder
 from autoseg.problem import Problem
@@ -111,7 +112,13 @@ class SemanticSegmentor:
             ``self``, fitted and saved in ``path_``.
 
         """
-        outcome = fit_segmentor(self, train_data, tuning_data, time_limit, hyperparameters, resume)
+        fit_segmentor(
+            self, train_data, tuning_data, time_limit, hyperparameters, resume, self._finish_fit
+        )
+        return self
+
+    def _finish_fit(self, outcome: FitOutcome) -> None:
+        """Adopt a finished fit, save it in its folder and draw the validation overlays."""
         self._set_state(
             outcome.model,
             outcome.config,
@@ -127,9 +134,14 @@ class SemanticSegmentor:
         }
         self.fit_summary_ = outcome.summary
         if not outcome.is_global_zero:
-            return self  # other DDP processes: rank zero writes the folder
+            return  # other DDP processes: rank zero writes the folder
         self.save(outcome.folder)
-        self.predict(outcome.validation, save_dir=outcome.folder / "validation_overlays")
+        validation = outcome.validation
+        self._predict_table(
+            validation,
+            outcome.folder / "validation_overlays",
+            protected=[*validation["image"], *validation.get("label", [])],
+        )
         summary = outcome.summary
         self._say(
             f"autoseg: done in {summary['fit_time_s']:.0f} s; best validation "
@@ -138,7 +150,6 @@ class SemanticSegmentor:
             "TensorBoard logs in logs/tensorboard, training_curve.png, validation_overlays/)\n"
             f"  load it with: SemanticSegmentor.load({str(outcome.folder)!r})"
         )
-        return self
 
     # ---------------------------------------------------------------- inference
     def predict_proba(self, data: Any) -> list[np.ndarray]:
@@ -151,7 +162,9 @@ class SemanticSegmentor:
         table = prepare_prediction_table(data, image_col=self.image)
         return list(self._iter_proba(table))
 
-    def predict(self, data: Any, save_dir: str | Path | None = None) -> list[np.ndarray]:
+    def predict(
+        self, data: Any, save_dir: str | Path | None = None, overwrite: bool = False
+    ) -> list[np.ndarray]:
         """Class masks (H, W) uint8 at each image's original size.
 
         Binary problems give 0/1; multi-class problems give the original mask values.
@@ -160,15 +173,42 @@ class SemanticSegmentor:
         Args:
             data: DataFrame or CSV (image column), a list of image paths, one image path or
                 a folder of images.
-            save_dir: optional output folder for mask PNGs and overlays.
+            save_dir: optional output folder for ``<stem>.png`` masks and
+                ``overlays/<stem>.png``. A folder holding files autoseg did not write is
+                refused (checked before inference); an input image or mask is never
+                written over.
+            overwrite: write into ``save_dir`` even if it holds other files (files with the
+                same names are replaced; inputs never are).
+
+        Raises:
+            OutputExistsError: ``save_dir`` holds other files (without ``overwrite``), or
+                writing there would replace an input image or mask.
 
         """
         table = prepare_prediction_table(data, image_col=self.image)
+        protected = [*table["image"], *input_labels(data, self.image, self.label)]
+        return self._predict_table(table, save_dir, overwrite, protected)
+
+    def _predict_table(
+        self,
+        table: pd.DataFrame,
+        save_dir: str | Path | None,
+        overwrite: bool = False,
+        protected: Sequence[str] = (),
+    ) -> list[np.ndarray]:
+        """Predict a prepared table (columns ``image``[, ``label``]); write to ``save_dir``."""
+        self._check_fitted()
+        folder = None
+        if save_dir is not None:
+            own_files = [p for p in Path(self.path_).glob("*") if p.is_file()]
+            folder = PredictionFolder(
+                save_dir, table["image"].tolist(), [*protected, *own_files], overwrite
+            )
         masks = [
             self.problem_.to_original(probabilities_to_ids(p)) for p in self._iter_proba(table)
         ]
-        if save_dir is not None:
-            save_predictions(Path(save_dir), table["image"].tolist(), masks, self.problem_)
+        if folder is not None:
+            save_predictions(folder, table["image"].tolist(), masks, self.problem_)
         return masks
 
     def evaluate(self, data: Any, metrics: list[str] | None = None) -> dict[str, float]:
@@ -204,7 +244,12 @@ class SemanticSegmentor:
             path: target folder; an existing non-empty folder other than this predictor's
                 own is refused unless ``overwrite``.
             standalone: also store all weights, so loading needs no SAM checkpoint.
-            overwrite: replace an existing folder.
+            overwrite: replace an existing folder (atomically: the old one is moved aside,
+                the new one renamed in, then the old one deleted).
+
+        Raises:
+            OutputExistsError: ``path`` is a file, or another non-empty folder and
+                ``overwrite`` is False.
 
         """
         self._check_fitted()
@@ -216,6 +261,7 @@ class SemanticSegmentor:
             "eval_metric": self.eval_metric_,
             "backbone": self.backbone_,
             "summary": self.fit_summary_,
+            "columns": {"image": self.image, "label": self.label},
         }
         full = self.model_.state_dict() if standalone else None
         target = Path(path)
@@ -231,9 +277,18 @@ class SemanticSegmentor:
 
     @classmethod
     def load(cls, path: str | Path, verbosity: int = 2) -> SemanticSegmentor:
-        """Rebuild a saved predictor (backbone verified by sha256, adapter applied)."""
+        """Rebuild a saved predictor (backbone verified by sha256, adapter applied).
+
+        Every file is checked before any model is built; the column names saved with the
+        predictor are restored (``image``/``label`` for folders saved without them).
+
+        Raises:
+            PredictorFolderError: the folder is missing, damaged, tampered with or from
+                another format version; the message names the file.
+
+        """
         state = load_predictor_state(Path(path))
-        predictor = cls(path=path, verbosity=verbosity)
+        predictor = cls(path=path, verbosity=verbosity, **state.columns)
         predictor._set_state(
             state.model, state.config, state.preset, state.problem, state.eval_metric, Path(path)
         )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from autoseg.data.io import read_image
+from autoseg.outputs import PredictionFolder
 from autoseg.problem import Problem
 
 # Sasha Trubetskoy's 20 distinct colours; class id k gets PALETTE[k % 20].
@@ -78,44 +79,48 @@ def overlay(
     return out.round().astype(np.uint8)
 
 
-def _unique_stems(paths: Sequence[str]) -> list[str]:
-    stems, seen = [], {}
-    for path in paths:
-        stem = Path(path).stem
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        stems.append(stem if count == 0 else f"{stem}_{count}")
-    return stems
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def save_predictions(
-    save_dir: Path, image_paths: Sequence[str], masks: Sequence[np.ndarray], problem: Problem
+    folder: PredictionFolder,
+    image_paths: Sequence[str],
+    masks: Sequence[np.ndarray],
+    problem: Problem,
 ) -> None:
-    """Write ``<stem>.png`` masks and ``overlays/<stem>.png`` for each image.
+    """Write ``<stem>.png`` masks and ``overlays/<stem>.png`` for each image into ``folder``.
 
     Binary masks are saved as 0/255; multi-class masks as palette PNGs whose pixel values
     are the original class values (so they open as colours and read back as ids). With
     ``class_colors`` the palette and the overlays use the user's colours, so a predicted
-    mask looks like a label mask.
+    mask looks like a label mask. ``folder`` was checked before inference (see
+    :class:`~autoseg.outputs.PredictionFolder`); each file is written atomically.
     """
-    overlay_dir = save_dir / "overlays"
-    overlay_dir.mkdir(parents=True, exist_ok=True)
     binary = problem.problem_type == "binary"
     colours = class_colours(problem)
     to_ids = np.zeros(256, np.uint8)
     to_ids[list(problem.classes)] = np.arange(len(problem.classes))
-    for path, stem, mask in zip(image_paths, _unique_stems(image_paths), masks, strict=True):
-        if binary:
-            Image.fromarray((mask * 255).astype(np.uint8)).save(save_dir / f"{stem}.png")
-            ids = mask
-        else:
-            ids = to_ids[mask]
-            png = Image.fromarray(mask.astype(np.uint8))
-            # Mode L becomes P with the same values: the file reads back as class values.
-            png.putpalette(_value_palette(problem.classes, colours))
-            png.save(save_dir / f"{stem}.png")
-        blended = overlay(read_image(path), ids, binary, colours=colours)
-        Image.fromarray(blended).save(overlay_dir / f"{stem}.png")
+    folder.begin()
+    try:
+        for path, mask, mask_file, overlay_file in zip(
+            image_paths, masks, folder.masks, folder.overlays, strict=True
+        ):
+            if binary:
+                png = Image.fromarray((mask * 255).astype(np.uint8))
+                ids = mask
+            else:
+                ids = to_ids[mask]
+                png = Image.fromarray(mask.astype(np.uint8))
+                # Mode L becomes P with the same values: the file reads back as class values.
+                png.putpalette(_value_palette(problem.classes, colours))
+            folder.write(mask_file, _png_bytes(png))
+            blended = overlay(read_image(path), ids, binary, colours=colours)
+            folder.write(overlay_file, _png_bytes(Image.fromarray(blended)))
+    finally:
+        folder.finish()
 
 
 def _value_palette(classes: Sequence[int], colours: Sequence[tuple[int, int, int]]) -> list[int]:
