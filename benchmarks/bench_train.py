@@ -151,11 +151,11 @@ def measure_method(
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark and write ``train_<backbone>_<size>_<timestamp>.json``."""
-    from autoseg.models.backbones import BACKBONES
+    from autoseg.models.backbones import pretrained_weights
 
     args = parse_args(argv)
     device = _common.resolve_device(args.device)
-    size = args.image_size or BACKBONES[args.backbone].native_size
+    size = args.image_size or pretrained_weights(args.backbone).input_size
     settings = {
         "backbone": args.backbone,
         "methods": args.method,
