@@ -9,8 +9,8 @@ import torch
 from autoseg.config import Config
 from autoseg.metrics import BinaryMetricAccumulator, MulticlassMetricAccumulator
 from autoseg.models.segmenter import SamSegmenter
-from autoseg.peft import balance_loss
 from autoseg.training.losses import task_loss
+from autoseg.training.step import linear_decay, make_optimizer, training_loss
 
 
 class SegmentationTask(L.LightningModule):
@@ -58,9 +58,10 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Task loss plus the weighted Conv-LoRA load-balancing loss."""
-        loss, _ = self._losses(batch)
-        moe = balance_loss(self.model)
-        total = loss + self.config.peft.balance_weight * moe
+        config = self.config
+        total, moe, _ = training_loss(
+            self.model, batch["image"], batch["mask"], config.loss, config.peft.balance_weight
+        )
         size = batch["image"].shape[0]
         self.log("train_loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         self.log("train_moe_loss", moe, on_step=False, on_epoch=True, batch_size=size)
@@ -102,13 +103,8 @@ class SegmentationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """AdamW over the trainable parameters with a linear decay of the rate to zero."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optim = self.config.optim
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: max(0.0, 1.0 - step / total)
-        )
+        optimizer = make_optimizer(self.model, self.config.optim)
+        schedule = linear_decay(optimizer, self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step"},
