@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,9 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Every test gets an empty AUTOSEG_HOME and a downloader that fails like no network."""
+def empty_cache(monkeypatch, tmp_path):
+    """Every test gets its own empty AUTOSEG_HOME (conftest.py already forbids downloads)."""
     monkeypatch.setenv("AUTOSEG_HOME", str(tmp_path / "home"))
-
-    def no_network(url, destination):
-        raise urllib.error.URLError("network is unreachable (test)")
-
-    monkeypatch.setattr(weights, "download_file", no_network)
 
 
 def decode_box(parts: SamParts, embedding: torch.Tensor, box: list[float]):
