@@ -143,6 +143,7 @@ def _quiet_lightning(verbosity: int) -> Iterator[None]:
 def run_fit(
     task: SegmentationTask,
     datamodule: SegmentationDataModule,
+    config: Config,
     folder: Path,
     time_limit: float | None = None,
     verbosity: int = 2,
@@ -154,8 +155,8 @@ def run_fit(
     with ``weights_only=True``: tensors and plain data only, no code). The checkpoint is
     removed after a successful fit, so a finished predictor folder holds no pickle files.
     """
-    if task.config.env.num_threads > 0:
-        torch.set_num_threads(task.config.env.num_threads)
+    if config.env.num_threads > 0:
+        torch.set_num_threads(config.env.num_threads)
     monitor = f"val_{task.eval_metric}"
     start = time.perf_counter()
     task.model.train()
@@ -164,7 +165,7 @@ def run_fit(
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         trainer, keeper = build_trainer(
-            task.config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
+            config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
         )
         ckpt = resume_checkpoint(folder) if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
