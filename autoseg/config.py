@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per section, presets from YAML, flat dotted overrides.
 
-A run is fully described by a :class:`Config`. Presets (``autoseg/presets/*.yaml``) give the
+A run is fully described by a :class:`Config`. Presets (``presets/*.yaml``) give the
 starting values; users override single values with flat dotted keys such as
 ``{"peft.rank": 4, "optim.lr": 3e-4}``. Unknown keys are an error that names the close matches.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import yaml
 
 from autoseg.errors import AutosegError
 
-PRESET_DIR = Path(__file__).parent / "presets"
+PRESET_DIR = Path(importlib.util.find_spec("autoseg.presets").submodule_search_locations[0])
+"""The preset YAML files (``presets/`` in the repository, ``autoseg/presets`` once installed)."""
 
 
 class UnknownHyperparameterError(AutosegError, KeyError):
