@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from autoseg.config import Config
-from autoseg.models.backbones import BACKBONES, SamParts
-from autoseg.models.checkpointing import enable_activation_checkpointing
+from autoseg.models.activation_checkpointing import enable_activation_checkpointing
+from autoseg.models.backbones import SamParts, pretrained_weights
 from autoseg.models.segmenter import SamSegmenter, build_segmenter
 from autoseg.peft import adapter_parameter_counts, apply_peft
 
@@ -55,4 +55,4 @@ def count_parameters(config: Config, num_outputs: int = 1) -> dict[str, int]:
 
 def normalization_for(backbone: str) -> str:
     """The input normalisation the backbone was pretrained with."""
-    return BACKBONES[backbone].normalization
+    return pretrained_weights(backbone).normalization

@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per section, presets from YAML, flat dotted overrides.
 
-A run is fully described by a :class:`Config`. Presets (``autoseg/presets/*.yaml``) give the
+A run is fully described by a :class:`Config`. Presets (``presets/*.yaml``) give the
 starting values; users override single values with flat dotted keys such as
 ``{"peft.rank": 4, "optim.lr": 3e-4}``. Unknown keys are an error that names the close matches.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import yaml
 from autoseg.errors import AutosegError, SettingsError
 from autoseg.rules import check_fields, coerce, field_types, setting
 
-PRESET_DIR = Path(__file__).parent / "presets"
+PRESET_DIR = Path(importlib.util.find_spec("autoseg.presets").submodule_search_locations[0])
+"""The preset YAML files (``presets/`` in the repository, ``autoseg/presets`` once installed)."""
 
 
 class UnknownHyperparameterError(AutosegError, KeyError):
@@ -235,9 +237,9 @@ def check_config(config: Config) -> None:
 
 
 def _check_image_size(config: Config) -> None:
-    from autoseg.models.backbones import BACKBONES
+    from autoseg.models.backbones import pretrained_weights
 
-    stride = BACKBONES[config.model.backbone].stride
+    stride = pretrained_weights(config.model.backbone).size_multiple
     if config.data.image_size % stride:
         low = max(stride, config.data.image_size // stride * stride)
         raise SettingsError(

@@ -16,7 +16,7 @@ from autoseg.arguments import check_fit_arguments, resolve_eval_metric
 from autoseg.atomic import atomic_write_text
 from autoseg.builder import build_model, normalization_for
 from autoseg.config import Config, resolve_config
-from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.data.datamodule import LoaderSettings, SegmentationDataModule
 from autoseg.data.prepare import prepare_training_data
 from autoseg.errors import OutputExistsError, PredictorFolderError, SettingsError
 from autoseg.fit_guard import RUN_FILE, is_ddp_worker, keep_usable
@@ -25,6 +25,7 @@ from autoseg.models.segmenter import SamSegmenter
 from autoseg.peft import adapter_parameter_counts
 from autoseg.persistence import is_nonempty_dir
 from autoseg.problem import Problem
+from autoseg.runtime import resolve_runtime
 from autoseg.training.fit import RESUME_DIR, FitResult, resume_checkpoint, run_fit
 from autoseg.training.module import SegmentationTask
 from autoseg.training.report import plot_training_curve
@@ -153,11 +154,18 @@ def _train(
     if not resume and not is_ddp_worker():
         run = {"preset": preset, "config": config.to_dict()}
         atomic_write_text(folder / RESUME_DIR / RUN_FILE, yaml.safe_dump(run, sort_keys=False))
-    datamodule = SegmentationDataModule(
-        train, val, problem, config, normalization_for(config.model.backbone), seg.seed
+    env = config.env
+    loader = LoaderSettings(
+        env.batch_size, env.eval_batch_size, env.num_workers, resolve_runtime(env).pin_memory
     )
-    task = SegmentationTask(model, config, eval_metric)
-    result = run_fit(task, datamodule, folder, time_limit, seg.verbosity, resume=resume)
+    normalization = normalization_for(config.model.backbone)
+    datamodule = SegmentationDataModule(
+        train, val, problem, config.data, loader, normalization, seg.seed
+    )
+    task = SegmentationTask(
+        model, config.optim, config.loss, eval_metric, config.peft.balance_weight
+    )
+    result = run_fit(task, datamodule, config, folder, time_limit, seg.verbosity, resume=resume)
     if result.is_global_zero:
         plot_training_curve(folder, eval_metric)
     summary = _summary(result, counts, eval_metric)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from autoseg.builder import count_parameters
 from autoseg.config import Config
-from autoseg.models.backbones import BACKBONES
+from autoseg.models.backbones import pretrained_weights
 
 COLUMNS = ("lora", "moe_conv", "decoder", "trainable", "total")
 
@@ -15,7 +15,7 @@ def parameter_counts(
     backbone: str, method: str, num_classes: int = 1, image_size: int | None = None
 ) -> dict[str, int]:
     """Parameter counts for one backbone and PEFT method (``num_classes=1``: binary)."""
-    size = image_size or BACKBONES[backbone].native_size
+    size = image_size or pretrained_weights(backbone).input_size
     config = Config().with_overrides(
         {"model.backbone": backbone, "peft.method": method, "data.image_size": size}
     )

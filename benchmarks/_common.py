@@ -122,12 +122,13 @@ def set_threads(threads: int) -> int:
 
 
 def autocast_dtype(precision: str) -> Any:
-    """``bf16`` -> ``torch.bfloat16``; ``fp32`` -> ``None`` (no autocast)."""
-    import torch
+    """``bf16`` -> ``torch.bfloat16``; ``fp32`` -> ``None`` (no autocast), as autoseg runs them."""
+    from autoseg.runtime import Runtime
 
-    if precision not in ("fp32", "bf16"):
+    lightning = {"fp32": "32-true", "bf16": "bf16-mixed"}.get(precision)
+    if lightning is None:
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    return torch.bfloat16 if precision == "bf16" else None
+    return Runtime("cpu", lightning).autocast_dtype
 
 
 def add_run_options(parser: argparse.ArgumentParser, isolate_what: str) -> None:

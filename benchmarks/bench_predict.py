@@ -183,10 +183,14 @@ def measure_predict(
 
 def _model_record(args: argparse.Namespace) -> tuple[str, str, list[int]]:
     """(backbone, method, sizes) of the model under test, checked against ``--image-size``."""
-    from autoseg.models.backbones import BACKBONES
+    from autoseg.models.backbones import pretrained_weights
 
     if args.model is None:
-        return args.backbone, args.method, args.image_size or [BACKBONES[args.backbone].native_size]
+        return (
+            args.backbone,
+            args.method,
+            args.image_size or [pretrained_weights(args.backbone).input_size],
+        )
     from autoseg.persistence import read_predictor_files
 
     config = read_predictor_files(args.model)[0]["config"]

@@ -2,10 +2,11 @@
 
 Each method runs in its own fresh process (so the CPU peak RSS belongs to it alone): build
 the model with deterministic random weights (``build_model(config, 1, pretrained=False)``),
-then run ``--warmup`` + ``--steps`` full training steps (forward, task loss + 0.01 * balance
-loss, backward, gradient clipping at 1.0, AdamW step) on one random batch and random binary
-target. Reports the median step time after warm-up, every step time, peak memory and the
-trainable/total parameter counts, plus the Conv-LoRA / LoRA step-time ratio.
+then run ``--warmup`` + ``--steps`` training steps exactly as a fit runs them
+(``autoseg.training.step``: forward, task loss + 0.01 * balance loss, backward, gradient
+clipping at 1.0, AdamW step) on one random batch and random binary target. Reports the
+median step time after warm-up, every step time, peak memory and the trainable/total
+parameter counts, plus the Conv-LoRA / LoRA step-time ratio.
 
 Example:
     .venv/bin/python benchmarks/bench_train.py --backbone vit_b --image-size 512
@@ -66,28 +67,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    params: list[torch.nn.Parameter],
     images: torch.Tensor,
     target: torch.Tensor,
+    config: Any,
     dtype: torch.dtype | None,
     device: str,
 ) -> float:
-    """One full optimiser step; returns its wall-clock seconds (GPU synchronised)."""
-    import torch
-
-    from autoseg.peft import balance_loss
-    from autoseg.training.losses import task_loss
+    """One optimiser step as a fit runs it; returns its wall-clock seconds (GPU synchronised)."""
+    from autoseg.training.step import train_step
 
     _common.synchronize(device)
     start = time.perf_counter()
-    with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
-        logits = model(images)
-        loss = task_loss(logits.float(), target, "structure")
-        loss = loss + 0.01 * balance_loss(model).to(loss.device)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    weight = config.peft.balance_weight
+    train_step(model, optimizer, images, target, config.loss, config.optim, weight, dtype)
     _common.synchronize(device)
     return time.perf_counter() - start
 
@@ -111,19 +103,24 @@ def measure_method(
     from autoseg.builder import build_model
     from autoseg.config import Config
     from autoseg.peft import adapter_parameter_counts
+    from autoseg.training.step import make_optimizer
 
     used_threads = _common.set_threads(threads)
     dtype = _common.autocast_dtype(precision)
     config = Config().with_overrides(
-        {"model.backbone": backbone, "peft.method": method, "data.image_size": image_size}
+        {
+            "model.backbone": backbone,
+            "peft.method": method,
+            "data.image_size": image_size,
+            "optim.lr": lr,
+        }
     )
     with _common.track_peak_memory(device) as memory:
         start = time.perf_counter()
         model, _ = build_model(config, 1, pretrained=False)
         model.to(device).train()
         build_s = time.perf_counter() - start
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        optimizer = make_optimizer(model, config.optim)
         generator = torch.Generator().manual_seed(seed)
         shape = (batch_size, 3, image_size, image_size)
         images = torch.randn(shape, generator=generator).to(device)
@@ -131,7 +128,7 @@ def measure_method(
         target = target.long().to(device)
         times = []
         for i in range(warmup + steps):
-            times.append(_train_step(model, optimizer, params, images, target, dtype, device))
+            times.append(_train_step(model, optimizer, images, target, config, dtype, device))
             label = f"warm-up {i + 1}/{warmup}" if i < warmup else f"step {i - warmup + 1}/{steps}"
             _common.log(f"  {method}: {label}: {times[-1]:.3f} s")
     measured = times[warmup:]
@@ -151,11 +148,11 @@ def measure_method(
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark and write ``train_<backbone>_<size>_<timestamp>.json``."""
-    from autoseg.models.backbones import BACKBONES
+    from autoseg.models.backbones import pretrained_weights
 
     args = parse_args(argv)
     device = _common.resolve_device(args.device)
-    size = args.image_size or BACKBONES[args.backbone].native_size
+    size = args.image_size or pretrained_weights(args.backbone).input_size
     settings = {
         "backbone": args.backbone,
         "methods": args.method,

@@ -5,23 +5,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT
 
-from autoseg.models import checkpoints
-from autoseg.models.backbones import BACKBONES, SamParts, build_sam_parts
-from autoseg.models.checkpoints import (
+from autoseg.models import backbones, weights
+from autoseg.models.backbones import (
+    BACKBONES,
+    RegisteredBackbone,
+    SamParts,
+    build_sam_parts,
+    pretrained_weights,
+)
+from autoseg.models.resample import fit_vit_state_dict, resample_pos_embed, resample_rel_pos
+from autoseg.models.weights import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
     autoseg_home,
     resolve_checkpoint,
     sha256_file,
 )
-from autoseg.models.resample import fit_vit_state_dict, resample_pos_embed, resample_rel_pos
 
 LITE_SHA = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 
@@ -36,14 +41,9 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Every test gets an empty AUTOSEG_HOME and a downloader that fails like no network."""
+def empty_cache(monkeypatch, tmp_path):
+    """Every test gets its own empty AUTOSEG_HOME (conftest.py already forbids downloads)."""
     monkeypatch.setenv("AUTOSEG_HOME", str(tmp_path / "home"))
-
-    def no_network(url, destination):
-        raise urllib.error.URLError("network is unreachable (test)")
-
-    monkeypatch.setattr(checkpoints, "download_file", no_network)
 
 
 def decode_box(parts: SamParts, embedding: torch.Tensor, box: list[float]):
@@ -71,21 +71,42 @@ def test_image_size_must_tile(name, size):
         build_sam_parts(name, image_size=size, pretrained=False)
 
 
-def test_specs():
+def test_registry_keeps_weights_apart_from_architecture():
     assert set(BACKBONES) == {"vit_b", "vit_l", "vit_h", "lite", "vit_tiny", "lite_tiny"}
-    for name, spec in BACKBONES.items():
-        assert spec.name == name
-        assert spec.family in ("vit", "tiny_vit")
-        assert spec.normalization == ("sam" if spec.family == "vit" else "minmax")
-    vit_h = BACKBONES["vit_h"]
-    assert vit_h.checkpoint_url == (
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"
-    )
-    assert (vit_h.embed_dim, vit_h.depth, vit_h.num_heads) == (1280, 32, 16)
-    assert vit_h.global_attn_indexes == (7, 15, 23, 31)
-    assert BACKBONES["lite"].checkpoint_sha256 == LITE_SHA
-    assert BACKBONES["lite"].stride == 4 and BACKBONES["vit_b"].stride == 16
-    assert BACKBONES["vit_tiny"].checkpoint_file is None
+    for name, entry in BACKBONES.items():
+        assert entry.weights.backbone == name
+        expected = "minmax" if name.startswith("lite") else "sam"
+        assert pretrained_weights(name).normalization == expected
+    vit_h = pretrained_weights("vit_h")
+    assert vit_h.url == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth"
+    assert vit_h.input_size == 1024 and vit_h.license
+    with torch.device("meta"):
+        parts = build_sam_parts("vit_h", pretrained=False)
+    arch = parts.encoder
+    assert (arch.embed_dim, arch.depth, arch.num_heads) == (1280, 32, 16)
+    assert arch.global_attn_indexes == (7, 15, 23, 31)
+    assert pretrained_weights("lite").sha256 == LITE_SHA
+    with torch.device("meta"):
+        assert build_sam_parts("lite", pretrained=False).encoder.stride == 4
+        assert build_sam_parts("vit_b", pretrained=False).encoder.stride == 16
+    assert not pretrained_weights("vit_tiny").has_file
+    with pytest.raises(ValueError, match="choose one of"):
+        pretrained_weights("vit_q")
+
+
+def test_input_contract_matches_the_architecture():
+    for name in BACKBONES:
+        with torch.device("meta"):
+            parts = build_sam_parts(name, pretrained=False)
+        assert pretrained_weights(name).size_multiple == parts.encoder.stride, name
+
+
+def test_public_builders_are_the_registry_entries():
+    assert BACKBONES["vit_b"].build is backbones.build_sam_vit_b
+    assert BACKBONES["lite"].build is backbones.build_lite_medsam
+    with torch.device("meta"):
+        parts = backbones.build_sam_vit_l(image_size=512, pretrained=False)
+    assert parts.image_size == 512 and parts.weights is pretrained_weights("vit_l")
 
 
 # ---------------------------------------------------------------------- tiny models
@@ -117,12 +138,12 @@ def test_tiny_forward_at_native_and_other_size(name, size):
     s = parts.image_size
     assert s == (size or 64)
     h, w = parts.embedding_size
-    assert h == s // parts.spec.stride
+    assert h == s // parts.encoder.stride
     assert parts.prompt_encoder.image_embedding_size == (h, w)
     assert parts.prompt_encoder.input_image_size == (s, s)
     with torch.no_grad():
         emb = parts.image_encoder(torch.rand(2, 3, s, s))
-        assert emb.shape == (2, parts.spec.out_chans, h, w)
+        assert emb.shape == (2, parts.decoder.out_chans, h, w)
         masks, iou = decode_box(parts, emb[:1], [4.0, 6.0, s - 8.0, s - 4.0])
     assert masks.shape == (1, 1, 4 * h, 4 * w) and iou.shape == (1, 1)
     assert torch.isfinite(masks).all()
@@ -141,7 +162,7 @@ def test_tiny_vit_keeps_square_window_sequences():
         parts.image_encoder(torch.rand(1, 3, 64, 64))
     for hook in hooks:
         hook.remove()
-    windows = BACKBONES["lite_tiny"].stage_windows[1:]
+    windows = build_sam_parts("lite_tiny").encoder.stage_windows[1:]
     assert [shape[1] for shape in seen] == [w * w for w in windows]
     assert all(
         type(m) is torch.nn.Linear
@@ -296,10 +317,15 @@ def test_vit_b_1024_checkpoint_fits_512_encoder():
 
 
 def test_pretrained_vit_checkpoint_loads_at_other_size(monkeypatch, tmp_path):
-    spec = dataclasses.replace(
-        BACKBONES["vit_tiny"], name="fake_vit", native_size=128, checkpoint_file="fake_vit.pth"
-    )
-    monkeypatch.setitem(BACKBONES, "fake_vit", spec)
+    fake = weights.PretrainedWeights("fake_vit", 128, "sam", file="fake_vit.pth")
+    tiny = build_sam_parts("vit_tiny")
+
+    def build_fake(image_size=None, checkpoint=None, pretrained=True):
+        return backbones._build_sam(
+            tiny.encoder, tiny.decoder, fake, image_size, checkpoint, pretrained
+        )
+
+    monkeypatch.setitem(BACKBONES, "fake_vit", RegisteredBackbone(build_fake, fake))
     source = build_sam_parts("fake_vit", pretrained=False)
     holder = torch.nn.ModuleDict(
         {
@@ -352,17 +378,17 @@ def test_sha256_file_streams_and_notices_changes(tmp_path):
 
 
 def fake_spec(name: str = "vit_b", **changes):
-    return dataclasses.replace(BACKBONES[name], **changes)
+    return dataclasses.replace(pretrained_weights(name), **changes)
 
 
 def cache_file(spec) -> Path:
     folder = autoseg_home() / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / spec.checkpoint_file
+    return folder / spec.file
 
 
 def test_explicit_path_comes_first(tmp_path):
-    spec = fake_spec("lite", checkpoint_sha256=None)
+    spec = fake_spec("lite", sha256=None)
     cache_file(spec).write_bytes(b"cached")
     explicit = tmp_path / "mine.pth"
     explicit.write_bytes(b"mine")
@@ -372,29 +398,29 @@ def test_explicit_path_comes_first(tmp_path):
 def test_missing_explicit_path_is_named(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
-        resolve_checkpoint(BACKBONES["lite"], str(missing))
+        resolve_checkpoint(pretrained_weights("lite"), str(missing))
     with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
         build_sam_parts("lite", checkpoint=str(missing))
 
 
 def test_cache_comes_before_package_asset():
-    spec = fake_spec("lite", checkpoint_sha256=None)
+    spec = fake_spec("lite", sha256=None)
     cached = cache_file(spec)
     cached.write_bytes(b"cached")
     assert resolve_checkpoint(spec) == cached
 
 
 def test_cached_file_is_verified():
-    cached = cache_file(BACKBONES["lite"])
+    cached = cache_file(pretrained_weights("lite"))
     cached.write_bytes(b"corrupt")
     with pytest.raises(ChecksumMismatchError, match=re.escape(f"delete {cached}")):
-        resolve_checkpoint(BACKBONES["lite"])
+        resolve_checkpoint(pretrained_weights("lite"))
 
 
 def test_package_asset_comes_before_download(monkeypatch):
     calls = []
-    monkeypatch.setattr(checkpoints, "download_file", lambda url, dst: calls.append(url))
-    path = resolve_checkpoint(BACKBONES["lite"])
+    monkeypatch.setattr(weights, "download_file", lambda url, dst: calls.append(url))
+    path = resolve_checkpoint(pretrained_weights("lite"))
     assert path.name == "lite_medsam.pth" and path.parent.name == "asset"
     assert sha256_file(path) == LITE_SHA and calls == []
 
@@ -407,9 +433,9 @@ def test_download_into_cache(monkeypatch):
         calls.append((url, destination))
         destination.write_bytes(payload)
 
-    monkeypatch.setattr(checkpoints, "download_file", fake_download)
+    monkeypatch.setattr(weights, "download_file", fake_download)
     spec = fake_spec(
-        checkpoint_sha256=hashlib.sha256(payload).hexdigest(),
+        sha256=hashlib.sha256(payload).hexdigest(),
         package_asset=("surely_not_an_installed_package", "x.pth"),
     )
     path = resolve_checkpoint(spec)
@@ -422,8 +448,8 @@ def test_download_into_cache(monkeypatch):
 
 
 def test_download_with_wrong_sha_is_deleted(monkeypatch):
-    monkeypatch.setattr(checkpoints, "download_file", lambda url, dst: dst.write_bytes(b"junk"))
-    spec = fake_spec(checkpoint_sha256="0" * 64)
+    monkeypatch.setattr(weights, "download_file", lambda url, dst: dst.write_bytes(b"junk"))
+    spec = fake_spec(sha256="0" * 64)
     with pytest.raises(ChecksumMismatchError, match="expected 0000"):
         resolve_checkpoint(spec)
     assert list((autoseg_home() / "checkpoints").iterdir()) == []
@@ -432,7 +458,7 @@ def test_download_with_wrong_sha_is_deleted(monkeypatch):
 @pytest.mark.parametrize("download", [True, False])
 def test_offline_error_says_what_to_do(download):
     with pytest.raises(CheckpointNotFoundError) as info:
-        resolve_checkpoint(BACKBONES["vit_h"], download=download)
+        resolve_checkpoint(pretrained_weights("vit_h"), download=download)
     message = str(info.value)
     for part in (
         "sam_vit_h_4b8939.pth",
@@ -452,4 +478,4 @@ def test_build_pretrained_vit_offline_fails_cleanly():
 
 def test_random_backbone_has_no_checkpoint():
     with pytest.raises(ValueError, match="random"):
-        resolve_checkpoint(BACKBONES["vit_tiny"])
+        resolve_checkpoint(pretrained_weights("vit_tiny"))

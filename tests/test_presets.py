@@ -6,7 +6,8 @@ import pytest
 
 from autoseg import config as config_module
 from autoseg.config import available_presets, load_preset, preset_for_hardware, resolve_config
-from autoseg.training.fit import resolve_precision, resolve_strategy
+from autoseg.runtime import resolve_runtime
+from autoseg.training.fit import resolve_strategy
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_unknown_preset_lists_available():
 
 def test_precision_and_strategy_choices():
     cpu = load_preset("cpu_lite")
-    assert resolve_precision(cpu) == "32-true"
+    assert resolve_runtime(cpu.env).precision == "32-true"
     assert resolve_strategy(cpu) == (1, "auto")
     multi = cpu.with_overrides({"env.num_gpus": 2})
     assert resolve_strategy(multi) == (2, "ddp_find_unused_parameters_true")

@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from autoseg.config import Config
+from autoseg.config import DataConfig
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.transforms import RandomFlipRotate
 from autoseg.problem import Problem
 
 
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How batches are loaded: sizes, worker processes, page-locked memory."""
+
+    batch_size: int = 2
+    eval_batch_size: int = 4
+    num_workers: int = 0
+    pin_memory: bool = False
+
+
 class SegmentationDataModule(L.LightningDataModule):
     """Builds the train (augmented, shuffled) and validation loaders for one run.
 
+    Args:
+        train_table: training rows (absolute image and label paths).
+        val_table: validation rows.
+        problem: the label space (turns masks into targets).
+        data: input size and augmentation.
+        loader: batch sizes and workers.
+        normalization: the backbone's input normalisation.
+        seed: seed of the augmentation.
+
     Example:
-        >>> dm = SegmentationDataModule(train, val, problem, config, "sam")  # doctest: +SKIP
-        >>> trainer.fit(task, datamodule=dm)  # doctest: +SKIP
+        >>> import tempfile
+        >>> from autoseg.data.prepare import prepare_training_data
+        >>> from autoseg.data.synthetic import make_synthetic_binary
+        >>> csv, _ = make_synthetic_binary(tempfile.mkdtemp(), n_images=8, split_test=1)
+        >>> train, val, problem = prepare_training_data(csv)
+        >>> dm = SegmentationDataModule(
+        ...     train, val, problem, DataConfig(image_size=64), LoaderSettings(), "sam"
+        ... )
+        >>> dm.setup("fit")
+        >>> next(iter(dm.train_dataloader()))["image"].shape
+        torch.Size([2, 3, 64, 64])
 
     """
 
@@ -26,7 +56,8 @@ class SegmentationDataModule(L.LightningDataModule):
         train_table: pd.DataFrame,
         val_table: pd.DataFrame,
         problem: Problem,
-        config: Config,
+        data: DataConfig,
+        loader: LoaderSettings,
         normalization: str,
         seed: int = 0,
     ) -> None:
@@ -34,7 +65,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.train_table = train_table
         self.val_table = val_table
         self.problem = problem
-        self.config = config
+        self.data = data
+        self.loader = loader
         self.normalization = normalization
         self.seed = seed
         self.train_set: SegmentationDataset | None = None
@@ -42,7 +74,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Create the datasets (cheap: images are read lazily per item)."""
-        data = self.config.data
+        data = self.data
         augment = RandomFlipRotate(
             hflip=data.hflip, vflip=data.vflip, rot90=data.rot90, seed=self.seed
         )
@@ -55,20 +87,20 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_set = SegmentationDataset(self.val_table, **common)
 
     def _loader(self, dataset: SegmentationDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        workers = self.config.env.num_workers
+        workers = self.loader.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=self.config.env.accelerator == "gpu",
+            pin_memory=self.loader.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches."""
-        return self._loader(self.train_set, True, self.config.env.batch_size)
+        return self._loader(self.train_set, True, self.loader.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in order, no augmentation."""
-        return self._loader(self.val_set, False, self.config.env.eval_batch_size)
+        return self._loader(self.val_set, False, self.loader.eval_batch_size)

@@ -65,7 +65,7 @@ class SamSegmenter(nn.Module):
     ``Sam.forward`` runs under ``no_grad``, so training calls the three parts directly.
 
     Example:
-        >>> model = build_segmenter("vit_tiny", num_classes=1)
+        >>> model, _ = build_segmenter("vit_tiny", num_classes=1)
         >>> model(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 1, 64, 64])
 

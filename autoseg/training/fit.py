@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from autoseg.config import Config
 from autoseg.data.datamodule import SegmentationDataModule
 from autoseg.metrics import HIGHER_IS_BETTER
+from autoseg.runtime import resolve_runtime
 from autoseg.training.callbacks import BestWeightsKeeper, TimeBudget
 from autoseg.training.module import SegmentationTask
 
@@ -38,26 +39,6 @@ class FitResult:
 def metric_mode(metric: str) -> str:
     """``max`` for scores, ``min`` for errors (mae, ber)."""
     return "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
-
-
-def resolve_precision(config: Config) -> str:
-    """``auto`` = bf16 mixed precision on GPUs that support it, else 16-mixed; fp32 on CPU."""
-    precision = config.env.precision
-    if precision != "auto":
-        return precision
-    if accelerator(config) == "gpu":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
-
-
-def accelerator(config: Config) -> str:
-    """The Lightning accelerator for this run."""
-    chosen = config.env.accelerator
-    if chosen == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if chosen == "gpu" and not torch.cuda.is_available():
-        return "cpu"
-    return chosen
 
 
 RESUME_DIR = "resume"
@@ -119,12 +100,13 @@ def build_trainer(
         callbacks.append(TimeBudget(time_limit, val_images, config.env.batch_size))
     devices, strategy = resolve_strategy(config)
     env = config.env
+    runtime = resolve_runtime(env)
     trainer = L.Trainer(
-        accelerator=accelerator(config),
+        accelerator=runtime.accelerator,
         devices=devices,
         num_nodes=env.num_nodes,
         strategy=strategy,
-        precision=resolve_precision(config),
+        precision=runtime.precision,
         max_epochs=config.optim.max_epochs,
         max_steps=config.optim.max_steps,
         gradient_clip_val=config.optim.grad_clip,
@@ -161,6 +143,7 @@ def _quiet_lightning(verbosity: int) -> Iterator[None]:
 def run_fit(
     task: SegmentationTask,
     datamodule: SegmentationDataModule,
+    config: Config,
     folder: Path,
     time_limit: float | None = None,
     verbosity: int = 2,
@@ -172,8 +155,8 @@ def run_fit(
     with ``weights_only=True``: tensors and plain data only, no code). The checkpoint is
     removed after a successful fit, so a finished predictor folder holds no pickle files.
     """
-    if task.config.env.num_threads > 0:
-        torch.set_num_threads(task.config.env.num_threads)
+    if config.env.num_threads > 0:
+        torch.set_num_threads(config.env.num_threads)
     monitor = f"val_{task.eval_metric}"
     start = time.perf_counter()
     task.model.train()
@@ -182,7 +165,7 @@ def run_fit(
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         trainer, keeper = build_trainer(
-            task.config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
+            config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
         )
         ckpt = resume_checkpoint(folder) if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)

@@ -2,31 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import numpy as np
 import torch
 
-from autoseg.config import Config
+from autoseg.config import LossConfig, OptimConfig
 from autoseg.metrics import BinaryMetricAccumulator, MulticlassMetricAccumulator
 from autoseg.models.segmenter import SamSegmenter
-from autoseg.peft import balance_loss
 from autoseg.training.losses import task_loss
+from autoseg.training.step import linear_decay, make_optimizer, training_loss
 
 
 class SegmentationTask(L.LightningModule):
     """Trains the adapters and mask head; validates with the run's metric each epoch.
 
+    Args:
+        model: the adapted segmenter.
+        optim: optimiser and schedule settings.
+        loss: task loss settings.
+        eval_metric: the validation metric logged as ``val_<metric>``.
+        balance_weight: weight of Conv-LoRA's load-balancing loss.
+
     Example:
-        >>> task = SegmentationTask(model, Config(), eval_metric="iou")  # doctest: +SKIP
-        >>> trainer.fit(task, datamodule=datamodule)  # doctest: +SKIP
+        >>> from autoseg.builder import build_model
+        >>> from autoseg.config import Config
+        >>> config = Config().with_overrides({"model.backbone": "vit_tiny", "data.image_size": 64})
+        >>> task = SegmentationTask(build_model(config, 1)[0], config.optim, config.loss, "iou")
+        >>> task.hparams["optim"]["lr"], task.hparams["eval_metric"]
+        (0.0001, 'iou')
 
     """
 
-    def __init__(self, model: SamSegmenter, config: Config, eval_metric: str) -> None:
+    def __init__(
+        self,
+        model: SamSegmenter,
+        optim: OptimConfig,
+        loss: LossConfig,
+        eval_metric: str,
+        balance_weight: float = 0.01,
+    ) -> None:
         super().__init__()
         self.model = model
-        self.config = config
+        self.optim = optim
+        self.loss = loss
+        self.balance_weight = balance_weight
         self.eval_metric = eval_metric
+        # Plain data only: resume checkpoints are read back with weights_only=True.
+        hyperparameters = {"optim": dataclasses.asdict(optim), "loss": dataclasses.asdict(loss)}
+        hyperparameters.update(eval_metric=eval_metric, balance_weight=balance_weight)
+        self.save_hyperparameters(hyperparameters)
         self._accumulator: BinaryMetricAccumulator | MulticlassMetricAccumulator | None = None
         # Resume checkpoints hold only the trainable weights; the frozen backbone is rebuilt.
         self.strict_loading = False
@@ -42,7 +68,7 @@ class SegmentationTask(L.LightningModule):
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(batch["image"])
-        loss = task_loss(logits.float(), batch["mask"], self.config.loss.binary)
+        loss = task_loss(logits.float(), batch["mask"], self.loss.binary)
         return loss, logits
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -58,9 +84,9 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Task loss plus the weighted Conv-LoRA load-balancing loss."""
-        loss, _ = self._losses(batch)
-        moe = balance_loss(self.model)
-        total = loss + self.config.peft.balance_weight * moe
+        total, moe, _ = training_loss(
+            self.model, batch["image"], batch["mask"], self.loss, self.balance_weight
+        )
         size = batch["image"].shape[0]
         self.log("train_loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         self.log("train_moe_loss", moe, on_step=False, on_epoch=True, batch_size=size)
@@ -102,13 +128,8 @@ class SegmentationTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """AdamW over the trainable parameters with a linear decay of the rate to zero."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optim = self.config.optim
-        optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: max(0.0, 1.0 - step / total)
-        )
+        optimizer = make_optimizer(self.model, self.optim)
+        schedule = linear_decay(optimizer, self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step"},

