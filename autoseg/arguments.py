@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from autoseg.errors import SettingsError
-from autoseg.metrics import BINARY_METRICS
-from autoseg.problem import PROBLEM_TYPES, Problem
+from autoseg.labels.problem import PROBLEM_TYPES, Problem
+from autoseg.metrics import BINARY_METRICS, MULTICLASS_METRICS
 
-MULTICLASS_METRICS = ("miou", "acc")
-"""Multi-class validation metrics (``evaluate`` also gives ``iou/<class name>``)."""
 METRICS_BY_PROBLEM: dict[str, tuple[str, ...]] = {
     "binary": tuple(BINARY_METRICS),
     "multiclass": tuple(MULTICLASS_METRICS),
@@ -87,11 +85,6 @@ def check_fit_arguments(
             raise SettingsError(f"{name} must be {allowed}, got {value!r}.")
 
 
-def default_metric(problem: Problem) -> str:
-    """The validation metric used when none is given: ``iou`` (binary) or ``miou``."""
-    return "iou" if problem.problem_type == "binary" else "miou"
-
-
 def resolve_eval_metric(problem: Problem, eval_metric: str | None) -> str:
     """The validation metric of a fit: the default for the problem if ``None``.
 
@@ -105,12 +98,12 @@ def resolve_eval_metric(problem: Problem, eval_metric: str | None) -> str:
 
     """
     if eval_metric is None:
-        return default_metric(problem)
+        return problem.default_metric
     valid = METRICS_BY_PROBLEM[problem.problem_type]
     if eval_metric not in valid:
         raise SettingsError(
             f"eval_metric={eval_metric!r} does not exist for a {problem.problem_type} "
-            f"problem; choose one of {list(valid)} (or None for {default_metric(problem)!r})."
+            f"problem; choose one of {list(valid)} (or None for {problem.default_metric!r})."
         )
     return eval_metric
 

@@ -6,7 +6,7 @@ import torch
 
 from autoseg.config import Config
 from autoseg.models.activation_checkpointing import enable_activation_checkpointing
-from autoseg.models.backbones import SamParts, pretrained_weights
+from autoseg.models.backbones import SamParts
 from autoseg.models.segmenter import SamSegmenter, build_segmenter
 from autoseg.peft import adapter_parameter_counts, apply_peft
 
@@ -17,7 +17,7 @@ def build_model(
     """Build the segmenter for ``config`` with its adapters applied.
 
     Args:
-        config: the run's configuration (backbone, input size, PEFT method and sizes).
+        config: the run's configuration (backbone, input size, PEFT method and settings).
         num_outputs: logit maps: 1 for binary, K for K classes.
         pretrained: load the backbone checkpoint (False: deterministic random weights, used
             when a standalone predictor brings all its weights along).
@@ -32,8 +32,7 @@ def build_model(
         checkpoint=checkpoint or config.model.checkpoint,
         pretrained=pretrained,
     )
-    peft = config.peft
-    apply_peft(model, peft.method, rank=peft.rank, alpha=peft.alpha, num_experts=peft.num_experts)
+    apply_peft(model, config.peft)
     if config.env.activation_checkpointing:
         enable_activation_checkpointing(model)
     return model, parts
@@ -51,8 +50,3 @@ def count_parameters(config: Config, num_outputs: int = 1) -> dict[str, int]:
     with torch.device("meta"):
         model, _ = build_model(config, num_outputs, pretrained=False)
     return adapter_parameter_counts(model)
-
-
-def normalization_for(backbone: str) -> str:
-    """The input normalisation the backbone was pretrained with."""
-    return pretrained_weights(backbone).normalization

@@ -97,7 +97,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         image=args.image_column,
     )
     seg.fit(args.train, tuning_data=args.tuning, time_limit=args.time_limit, resume=args.resume)
-    from autoseg.fitting import is_ddp_worker
+    from autoseg.failsafe import is_ddp_worker
 
     if not is_ddp_worker():  # DDP's extra processes run this command too
         print(json.dumps(seg.summary(), indent=2, default=str))
@@ -234,8 +234,14 @@ def _user_message(error: AutosegError) -> str:
     """The error's message: one line, but a data report keeps one line per problem."""
     problems = getattr(error, "problems", None)
     if isinstance(problems, list) and len(problems) > 1:
-        return str(error).strip()
-    return _one_line(str(error)) or type(error).__name__
+        return str(error).strip() + _notes(error)
+    return (_one_line(str(error)) or type(error).__name__) + _notes(error)
+
+
+def _notes(error: BaseException) -> str:
+    """What autoseg added on the way out (e.g. whether a failed fit can be resumed)."""
+    notes = [_one_line(note) for note in getattr(error, "__notes__", ())]
+    return "".join(f" ({note})" for note in notes if note)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             hint = "rerun with --debug for the traceback, and please report it"
         name = type(error).__name__
-        print(f"{where}: internal error: {name}: {_one_line(str(error))} ({hint})", file=sys.stderr)
+        message = _one_line(str(error)) + _notes(error)
+        print(f"{where}: internal error: {name}: {message} ({hint})", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -13,12 +13,15 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from autoseg.errors import AutosegError, SettingsError
 from autoseg.rules import check_fields, coerce, field_types, setting
+
+if TYPE_CHECKING:
+    from autoseg.peft.registry import PeftConfig
 
 PRESET_DIR = Path(importlib.util.find_spec("autoseg.presets").submodule_search_locations[0])
 """The preset YAML files (``presets/`` in the repository, ``autoseg/presets`` once installed)."""
@@ -35,12 +38,6 @@ def _backbones() -> list[str]:
     from autoseg.models.backbones import BACKBONES
 
     return sorted(BACKBONES)
-
-
-def _peft_methods() -> list[str]:
-    from autoseg.peft.apply import PEFT_METHODS
-
-    return list(PEFT_METHODS)
 
 
 def _binary_losses() -> list[str]:
@@ -67,17 +64,6 @@ class ModelConfig:
 
     backbone: str = setting("lite", choices=_backbones)
     checkpoint: str | None = None
-
-
-@dataclass
-class PeftConfig:
-    """Parameter-efficient fine-tuning method and its sizes (Conv-LoRA paper defaults)."""
-
-    method: str = setting("conv_lora", choices=_peft_methods)
-    rank: int = setting(3, at_least=1)
-    alpha: float = setting(32.0, above=0)
-    num_experts: int = setting(8, at_least=1)
-    balance_weight: float = setting(0.01, at_least=0)
 
 
 @dataclass
@@ -141,12 +127,21 @@ class EnvConfig:
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
-    "peft": PeftConfig,
     "optim": OptimConfig,
     "data": DataConfig,
     "loss": LossConfig,
     "env": EnvConfig,
 }
+"""The sections with fixed fields. The ``peft`` section's fields are those of the chosen
+method's config (:mod:`autoseg.peft.registry`): ``peft.method`` picks the dataclass."""
+
+DEFAULT_PEFT_METHOD = "conv_lora"
+
+
+def _default_peft() -> PeftConfig:
+    from autoseg.peft.registry import get_peft_method
+
+    return get_peft_method(DEFAULT_PEFT_METHOD).config()
 
 
 @dataclass
@@ -162,7 +157,7 @@ class Config:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
+    peft: PeftConfig = field(default_factory=_default_peft)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -172,18 +167,27 @@ class Config:
         check_config(self)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Return the nested plain-data form (for YAML)."""
-        return dataclasses.asdict(self)
+        """Return the nested plain-data form (for YAML); ``peft`` starts with its method."""
+        return {**dataclasses.asdict(self), "peft": self.peft.to_dict()}
 
     @classmethod
     def from_dict(cls, nested: dict[str, dict[str, Any]]) -> Config:
-        """Build from the nested form written by :meth:`to_dict`, validating every key."""
+        """Build from the nested form written by :meth:`to_dict`, validating every key.
+
+        Older files hold every method's ``peft`` settings; those of other methods are dropped.
+        """
+        from autoseg.peft.registry import without_other_methods_settings
+
         if not isinstance(nested, Mapping) or not all(
             isinstance(values, Mapping) for values in nested.values()
         ):
+            sections = [spec.name for spec in dataclasses.fields(cls)]
             raise SettingsError(
-                f"A config maps sections {list(SECTIONS)} to their settings, got {nested!r:.200}"
+                f"A config maps sections {sections} to their settings, got {nested!r:.200}"
             )
+        if "peft" in nested:
+            peft = without_other_methods_settings(nested["peft"], DEFAULT_PEFT_METHOD)
+            nested = {**nested, "peft": peft}
         return cls().with_overrides(flatten(nested))
 
     def flat(self) -> dict[str, Any]:
@@ -204,18 +208,37 @@ class Config:
                 "hyperparameters must be a dict of dotted keys such as {'optim.lr': 3e-4}, "
                 f"got {type(overrides).__name__} {overrides!r:.80}."
             )
-        nested = self.to_dict()
+        from autoseg.peft.registry import get_peft_method, peft_config, switch_method
+
+        nested, given = self.to_dict(), dict(overrides or {})
+        if "peft.method" in given:  # first: it decides which peft keys exist
+            method = coerce(given.pop("peft.method"), str, "peft.method")
+            nested["peft"] = switch_method(nested["peft"], method)
+        kinds = {**SECTIONS, "peft": get_peft_method(nested["peft"]["method"]).config}
         valid = list(flatten(nested))
-        for key, value in (overrides or {}).items():
+        for key, value in given.items():
             if key not in valid:
-                close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
-                hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise UnknownHyperparameterError(
-                    f"Unknown hyperparameter {key!r}.{hint} Valid keys: {valid}"
-                )
+                _refuse_key(key, valid, nested["peft"]["method"])
             section, name = key.split(".", 1)
-            nested[section][name] = coerce(value, field_types(SECTIONS[section])[name], key)
-        return Config(**{name: kind(**nested[name]) for name, kind in SECTIONS.items()})
+            nested[section][name] = coerce(value, field_types(kinds[section])[name], key)
+        sections = {name: kind(**nested[name]) for name, kind in SECTIONS.items()}
+        return Config(peft=peft_config(nested["peft"]), **sections)
+
+
+def _refuse_key(key: str, valid: list[str], method: str) -> None:
+    """Raise the error for a key the config does not have (another method's, or unknown)."""
+    from autoseg.peft.registry import (
+        get_peft_method,
+        is_setting_of_any_method,
+        not_a_setting_message,
+    )
+
+    section, _, name = str(key).partition(".")
+    if section == "peft" and is_setting_of_any_method(name):
+        raise SettingsError(not_a_setting_message(key, get_peft_method(method)))
+    close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownHyperparameterError(f"Unknown hyperparameter {key!r}.{hint} Valid keys: {valid}")
 
 
 def flatten(nested: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -233,7 +256,20 @@ def check_config(config: Config) -> None:
     """
     for section in SECTIONS:
         check_fields(section, getattr(config, section))
+    _check_peft(config)
     _check_image_size(config)
+
+
+def _check_peft(config: Config) -> None:
+    from autoseg.peft.registry import PeftConfig, get_peft_method
+
+    peft = config.peft
+    if not isinstance(peft, PeftConfig) or type(peft) is not get_peft_method(peft.method).config:
+        raise SettingsError(
+            f"Config.peft must be a registered PEFT method's settings (e.g. "
+            f"{type(_default_peft()).__name__}()), got {config.peft!r:.100}."
+        )
+    check_fields("peft", config.peft)
 
 
 def _check_image_size(config: Config) -> None:

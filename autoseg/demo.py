@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autoseg.arguments import check_time_limit
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.errors import OutputExistsError
 from autoseg.persistence import is_nonempty_dir
@@ -33,6 +34,7 @@ def run_demo(
     """
     from autoseg.predictor import SemanticSegmentor
 
+    check_time_limit(time_limit)  # before anything is written
     out = Path(out)
     if is_nonempty_dir(out):
         raise OutputExistsError(

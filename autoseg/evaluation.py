@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import pandas as pd
 
-from autoseg.arguments import MULTICLASS_METRICS
 from autoseg.data.io import read_mask
-from autoseg.data.prepare import prepare_evaluation_table
 from autoseg.errors import SettingsError
-from autoseg.inference import probabilities_to_ids
-from autoseg.metrics import BINARY_METRICS, BinaryMetricAccumulator, MulticlassMetricAccumulator
-from autoseg.problem import Problem
-
-if TYPE_CHECKING:
-    from autoseg.predictor import SemanticSegmentor
+from autoseg.inference import iter_probabilities
+from autoseg.labels.problem import Problem
+from autoseg.models.segmenter import SamSegmenter
+from autoseg.runtime import Runtime
 
 
 def check_metric_names(problem: Problem, metrics: Sequence[str] | None) -> None:
@@ -27,11 +22,7 @@ def check_metric_names(problem: Problem, metrics: Sequence[str] | None) -> None:
             message lists the valid names.
 
     """
-    if problem.problem_type == "binary":
-        valid = list(BINARY_METRICS)
-    else:
-        names = problem.class_names or [str(k) for k in range(len(problem.classes))]
-        valid = [*MULTICLASS_METRICS, *(f"iou/{name}" for name in names)]
+    valid = list(problem.metric_names)
     if isinstance(metrics, str) or (metrics is not None and not metrics):
         raise SettingsError(
             f"metrics must be None (all) or a non-empty list of names such as {valid[:2]}, "
@@ -46,24 +37,31 @@ def check_metric_names(problem: Problem, metrics: Sequence[str] | None) -> None:
 
 
 def evaluate_model(
-    predictor: SemanticSegmentor, data: Any, metrics: list[str] | None = None
+    model: SamSegmenter,
+    problem: Problem,
+    table: pd.DataFrame,
+    metrics: Sequence[str] | None,
+    runtime: Runtime,
+    *,
+    batch_size: int = 4,
 ) -> dict[str, float]:
-    """Predict every image of ``data`` and score it against its mask."""
-    problem = predictor.problem_
+    """Predict every image of ``table`` (columns ``image``, ``label``) and score it.
+
+    Args:
+        model: the trained segmenter.
+        problem: its label space (it converts the masks and makes the scorer).
+        table: the prepared evaluation table.
+        metrics: metric names (checked with :func:`check_metric_names`); ``None``: all.
+        runtime: where and at which precision to run (see :func:`iter_probabilities`).
+        batch_size: images per forward pass.
+
+    Returns:
+        Each metric averaged over the images.
+
+    """
     check_metric_names(problem, metrics)
-    table = prepare_evaluation_table(data, predictor.image, predictor.label, problem)
-    probabilities = predictor._iter_proba(table)
-    if problem.problem_type == "binary":
-        accumulator = BinaryMetricAccumulator(metrics)
-        for prob, label in zip(probabilities, table["label"], strict=True):
-            accumulator.update(prob, problem.target(read_mask(label)) == 1)
-        return accumulator.compute()
-    accumulator = MulticlassMetricAccumulator(problem.num_outputs)
+    probabilities = iter_probabilities(model, table, runtime, batch_size=batch_size)
+    scorer = problem.new_scorer(metrics)
     for prob, label in zip(probabilities, table["label"], strict=True):
-        accumulator.update(
-            probabilities_to_ids(prob).astype(np.int64), problem.target(read_mask(label))
-        )
-    results = accumulator.compute(class_names=list(problem.class_names))
-    if metrics:
-        results = {k: v for k, v in results.items() if k in metrics}
-    return results
+        scorer.update(prob, problem.target(read_mask(label)))
+    return scorer.compute()

@@ -11,33 +11,37 @@ from torch.utils.data import DataLoader
 
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.transforms import ResizeInfo, restore_logits
+from autoseg.labels.problem import Problem
 from autoseg.models.segmenter import SamSegmenter
+from autoseg.runtime import Runtime
 
 
 def iter_probabilities(
     model: SamSegmenter,
     table: pd.DataFrame,
-    normalization: str,
+    runtime: Runtime,
+    *,
     batch_size: int = 4,
     num_workers: int = 0,
-    device: torch.device | str = "cpu",
-    precision: torch.dtype | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield, per row of ``table`` in order, probabilities at the image's original size.
 
-    Binary models give (H, W) foreground probabilities; multi-class models (K, H, W).
-    Logits are resized before the sigmoid/softmax so borders stay smooth.
+    The model runs on ``runtime.device``, autocast to ``runtime.autocast_dtype`` on a GPU
+    (see :func:`autoseg.runtime.resolve_runtime` with ``inference=True``). Binary models give
+    (H, W) foreground probabilities; multi-class models (K, H, W). Logits are resized before
+    the sigmoid/softmax so borders stay smooth.
     """
-    dataset = SegmentationDataset(
-        table[["image"]], image_size=model.image_size, normalization=normalization
+    dataset = SegmentationDataset(table[["image"]], image_size=model.image_size)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=runtime.pin_memory
     )
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    device = torch.device(device)
+    device, precision = runtime.device, runtime.autocast_dtype
     model.eval().to(device)
     autocast = precision is not None and device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, dtype=precision, enabled=autocast):
         for batch in loader:
-            logits = model(batch["image"].to(device)).float().cpu()
+            images, valid_hw = batch["image"].to(device), batch["resized_hw"].to(device)
+            logits = model(images, valid_hw).float().cpu()
             for item_logits, original, resized in zip(
                 logits, batch["original_hw"], batch["resized_hw"], strict=True
             ):
@@ -51,6 +55,19 @@ def iter_probabilities(
                     yield torch.sigmoid(restored[0]).numpy().astype(np.float32)
                 else:
                     yield restored.softmax(dim=0).numpy().astype(np.float32)
+
+
+def predict_masks(
+    model: SamSegmenter,
+    problem: Problem,
+    table: pd.DataFrame,
+    runtime: Runtime,
+    *,
+    batch_size: int = 4,
+) -> list[np.ndarray]:
+    """Class masks (H, W) uint8 in the user's original mask values, per row of ``table``."""
+    probabilities = iter_probabilities(model, table, runtime, batch_size=batch_size)
+    return [problem.to_original(probabilities_to_ids(p)) for p in probabilities]
 
 
 def probabilities_to_ids(probabilities: np.ndarray) -> np.ndarray:

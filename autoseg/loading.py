@@ -7,73 +7,51 @@ model is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from autoseg.builder import build_model
-from autoseg.config import Config
 from autoseg.errors import AutosegError, PredictorFolderError
+from autoseg.folder import PredictorFolder
 from autoseg.models.segmenter import SamSegmenter
-from autoseg.persistence import (
-    ADAPTER_FILE,
-    CONFIG_FILE,
-    FULL_WEIGHTS_FILE,
-    RESTORE_HINT,
-    read_record,
-    read_tensors,
-    tensor_shapes,
-)
-from autoseg.problem import Problem
-from autoseg.saved_record import SavedRecord, parse_record
+from autoseg.persistence import read_record, read_tensors, tensor_shapes
+from autoseg.state import RESTORE_HINT, PredictorState
 
 SHOWN = 5
 
 
-class CheckpointMismatchError(AutosegError, ValueError):
-    """The SAM checkpoint found now is not the file the predictor was trained on."""
+class WeightsChangedError(AutosegError, ValueError):
+    """The backbone weights found now are not the file the predictor was trained on."""
 
 
-@dataclass
-class LoadedPredictor:
-    """Everything a saved predictor folder restores."""
-
-    model: SamSegmenter
-    config: Config
-    preset: str
-    problem: Problem
-    eval_metric: str
-    backbone: dict[str, Any]
-    summary: dict[str, Any]
-    columns: dict[str, str]
-
-
-def check_predictor_folder(folder: Path) -> SavedRecord:
+def check_predictor_folder(folder: Path) -> PredictorState:
     """Check ``config.yaml`` and the weight files without building a real model.
+
+    Returns:
+        The saved state, without its model.
 
     Raises:
         PredictorFolderError: a file is missing, damaged, tampered with or inconsistent.
 
     """
-    saved = parse_record(read_record(folder), folder / CONFIG_FILE)
+    paths = PredictorFolder(folder)
+    state = PredictorState.from_record(read_record(folder), paths.config)
     try:
         with torch.device("meta"):
-            shape_model, _ = build_model(saved.config, saved.problem.num_outputs, pretrained=False)
+            shape_model, _ = build_model(state.config, state.problem.num_outputs, pretrained=False)
     except Exception as error:  # e.g. an unknown backbone or an image size it cannot tile
         raise PredictorFolderError(
-            f"{folder / CONFIG_FILE}: its settings describe no buildable model ({error}). "
-            f"{RESTORE_HINT}"
+            f"{paths.config}: its settings describe no buildable model ({error}). {RESTORE_HINT}"
         ) from None
     trainable = {
         name: tuple(p.shape) for name, p in shape_model.named_parameters() if p.requires_grad
     }
-    _check_shapes(folder / ADAPTER_FILE, trainable)
-    full_path = folder / FULL_WEIGHTS_FILE
-    if full_path.is_file():
-        _check_shapes(full_path, {k: tuple(v.shape) for k, v in shape_model.state_dict().items()})
-    return saved
+    _check_shapes(paths.adapter, trainable)
+    if paths.full_weights.is_file():
+        full = {k: tuple(v.shape) for k, v in shape_model.state_dict().items()}
+        _check_shapes(paths.full_weights, full)
+    return state
 
 
 def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]]) -> None:
@@ -93,40 +71,43 @@ def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]]) -> None:
     ]
     if problems:
         raise PredictorFolderError(
-            f"{path} does not fit the model {CONFIG_FILE} describes ({'; '.join(problems)}): "
-            f"it is damaged, tampered with or from another predictor. {RESTORE_HINT}"
+            f"{path} does not fit the model {PredictorFolder.CONFIG} describes "
+            f"({'; '.join(problems)}): it is damaged, tampered with or from another "
+            f"predictor. {RESTORE_HINT}"
         )
 
 
-def load_predictor_state(folder: Path) -> LoadedPredictor:
-    """Check a predictor folder, then rebuild its model (no pickle, no code execution)."""
-    saved = check_predictor_folder(folder)
-    config, problem, backbone = saved.config, saved.problem, saved.backbone
-    full_path = folder / FULL_WEIGHTS_FILE
-    if full_path.is_file():
-        model, _ = build_model(config, problem.num_outputs, pretrained=False)
-        model.load_state_dict(read_tensors(full_path), strict=True)
+def load_predictor(folder: Path) -> PredictorState:
+    """Check a predictor folder, then rebuild its model (no pickle, no code execution).
+
+    Raises:
+        PredictorFolderError: as :func:`check_predictor_folder`.
+        WeightsChangedError: the backbone weights found now differ from the recorded ones.
+
+    """
+    state = check_predictor_folder(folder)
+    paths = PredictorFolder(folder)
+    if paths.full_weights.is_file():
+        model, _ = build_model(state.config, state.problem.num_outputs, pretrained=False)
+        model.load_state_dict(read_tensors(paths.full_weights), strict=True)
     else:
-        adapter = read_tensors(folder / ADAPTER_FILE)
-        saved_path = backbone.get("checkpoint_path")
-        usable = saved_path if saved_path and Path(saved_path).is_file() else None
-        model, parts = build_model(config, problem.num_outputs, checkpoint=usable)
-        expected = backbone.get("checkpoint_sha256")
-        if expected != parts.checkpoint_sha256:
-            raise CheckpointMismatchError(
-                f"{folder} was trained on {config.model.backbone} weights with sha256 "
-                f"{expected}, but the checkpoint found now ({parts.checkpoint_path}) has sha256 "
-                f"{parts.checkpoint_sha256}. Put the original file in place, or pass its path "
-                "in hyperparameters={'model.checkpoint': ...} when fitting."
-            )
-        model.load_state_dict(adapter, strict=False)
-    return LoadedPredictor(
-        model=model.eval(),
-        config=config,
-        preset=saved.preset,
-        problem=problem,
-        eval_metric=saved.eval_metric,
-        backbone=backbone,
-        summary=saved.summary,
-        columns=saved.columns,
-    )
+        model = _with_recorded_backbone(state, folder)
+        model.load_state_dict(read_tensors(paths.adapter), strict=False)
+    return state.with_model(model)
+
+
+def _with_recorded_backbone(state: PredictorState, folder: Path) -> SamSegmenter:
+    """Build the model on the backbone weights recorded at fit time, checked by sha256."""
+    backbone = state.backbone
+    saved_path = backbone.get("checkpoint_path")
+    usable = saved_path if saved_path and Path(saved_path).is_file() else None
+    model, parts = build_model(state.config, state.problem.num_outputs, checkpoint=usable)
+    expected = backbone.get("checkpoint_sha256")
+    if expected != parts.checkpoint_sha256:
+        raise WeightsChangedError(
+            f"{folder} was trained on {state.config.model.backbone} weights with sha256 "
+            f"{expected}, but the weights found now ({parts.checkpoint_path}) have sha256 "
+            f"{parts.checkpoint_sha256}. Put the original file in place, or pass its path "
+            "in hyperparameters={'model.checkpoint': ...} when fitting."
+        )
+    return model

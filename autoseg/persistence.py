@@ -24,14 +24,12 @@ from safetensors.torch import load_file, save_file
 
 from autoseg.atomic import atomic_write, atomic_write_text
 from autoseg.errors import AutosegWarning, OutputExistsError, PredictorFolderError
+from autoseg.folder import PredictorFolder
+from autoseg.peft import trainable_state_dict
+from autoseg.state import RESTORE_HINT, PredictorState
 
-CONFIG_FILE = "config.yaml"
-ADAPTER_FILE = "adapter.safetensors"
-FULL_WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
 ASIDE_SUFFIX = ".autoseg-old"
 STAGING_TAG = ".autoseg-new-"
-RESTORE_HINT = "Restore the folder from a backup, or fit and save the predictor again."
 
 
 def is_nonempty_dir(path: Path) -> bool:
@@ -42,6 +40,26 @@ def is_nonempty_dir(path: Path) -> bool:
 def aside_path(target: Path) -> Path:
     """Where a save keeps the old folder while the new one is renamed in."""
     return target.parent / f".{target.name}{ASIDE_SUFFIX}"
+
+
+def save_predictor(
+    state: PredictorState,
+    target: Path,
+    standalone: bool = False,
+    source: Path | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Save ``state`` (its record and trained weights; all weights if ``standalone``).
+
+    Raises:
+        OutputExistsError: as :func:`save_predictor_folder`.
+
+    """
+    if state.model is None:
+        raise ValueError("the state holds no model to save")
+    full = state.model.state_dict() if standalone else None
+    adapter = trainable_state_dict(state.model)
+    save_predictor_folder(target, state.to_record(), adapter, full, source, overwrite)
 
 
 def save_predictor_folder(
@@ -76,7 +94,9 @@ def save_predictor_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_TAG}", dir=target.parent))
     try:
         if source is not None and source.is_dir():
-            skip = shutil.ignore_patterns(FULL_WEIGHTS_FILE, f"*{ASIDE_SUFFIX}", f"*{STAGING_TAG}*")
+            skip = shutil.ignore_patterns(
+                PredictorFolder.FULL_WEIGHTS, f"*{ASIDE_SUFFIX}", f"*{STAGING_TAG}*"
+            )
             shutil.copytree(source, staging, dirs_exist_ok=True, ignore=skip)
         _write_files(staging, record, adapter, full_weights)
         _swap_in(staging, target)
@@ -148,22 +168,22 @@ def _write_files(
     adapter: dict[str, torch.Tensor],
     full_weights: dict[str, torch.Tensor] | None,
 ) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"format_version": FORMAT_VERSION, **record}
-    atomic_write(folder / ADAPTER_FILE, lambda p: save_file(_contiguous(adapter), str(p)))
+    paths = PredictorFolder(folder)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write(paths.adapter, lambda p: save_file(_contiguous(adapter), str(p)))
     if full_weights is not None:
-        atomic_write(
-            folder / FULL_WEIGHTS_FILE, lambda p: save_file(_contiguous(full_weights), str(p))
-        )
-    atomic_write_text(folder / CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+        atomic_write(paths.full_weights, lambda p: save_file(_contiguous(full_weights), str(p)))
+    atomic_write_text(paths.config, yaml.safe_dump(record, sort_keys=False))
 
 
 def read_record(folder: Path) -> dict[str, Any]:
     """The parsed ``config.yaml`` of a predictor folder (restoring an interrupted save first).
 
+    The keys and the ``format_version`` are checked by :meth:`PredictorState.from_record`.
+
     Raises:
         PredictorFolderError: no such folder, no ``config.yaml``, or a ``config.yaml`` that is
-            not a YAML mapping of plain data or has another ``format_version``.
+            not a YAML mapping of plain data.
 
     """
     recover_interrupted_save(folder)
@@ -171,13 +191,13 @@ def read_record(folder: Path) -> dict[str, Any]:
         what = "is a file" if folder.exists() else "does not exist"
         raise PredictorFolderError(
             f"{folder} {what}: give the predictor folder that fit() or save() wrote "
-            f"(it holds {CONFIG_FILE} and {ADAPTER_FILE})."
+            f"(it holds {PredictorFolder.CONFIG} and {PredictorFolder.ADAPTER})."
         )
-    config_path = folder / CONFIG_FILE
+    config_path = PredictorFolder(folder).config
     if not config_path.is_file():
         raise PredictorFolderError(
-            f"{folder} is not an autoseg predictor folder: {CONFIG_FILE} is missing. Give the "
-            "folder that fit() or save() wrote."
+            f"{folder} is not an autoseg predictor folder: {PredictorFolder.CONFIG} is "
+            "missing. Give the folder that fit() or save() wrote."
         )
     try:
         record = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -191,18 +211,6 @@ def read_record(folder: Path) -> dict[str, Any]:
         what = "is empty" if record is None else f"holds a {type(record).__name__}"
         raise PredictorFolderError(
             f"{config_path} {what}, not the mapping of settings autoseg writes. {RESTORE_HINT}"
-        )
-    version = record.get("format_version")
-    if version is None:
-        raise PredictorFolderError(
-            f"{config_path} has no format_version, which every autoseg predictor records: it "
-            f"is damaged or was not written by autoseg. {RESTORE_HINT}"
-        )
-    if version != FORMAT_VERSION:
-        raise PredictorFolderError(
-            f"{config_path} has format_version {version!r}; this autoseg reads version "
-            f"{FORMAT_VERSION}. Load it with the autoseg version that wrote it "
-            f"({record.get('autoseg_version', 'unknown')}), or fit it again."
         )
     return record
 
@@ -242,9 +250,9 @@ def read_predictor_files(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """Return (record, adapter weights, full weights or None) from a predictor folder."""
     record = read_record(folder)
-    adapter = read_tensors(folder / ADAPTER_FILE)
-    full_path = folder / FULL_WEIGHTS_FILE
-    full = read_tensors(full_path) if full_path.is_file() else None
+    paths = PredictorFolder(folder)
+    adapter = read_tensors(paths.adapter)
+    full = read_tensors(paths.full_weights) if paths.full_weights.is_file() else None
     return record, adapter, full
 
 

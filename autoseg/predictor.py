@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from autoseg import __version__
-from autoseg.builder import normalization_for
-from autoseg.config import Config
-from autoseg.data.prepare import prepare_prediction_table
+from autoseg.data.prepare import prepare_evaluation_table, prepare_prediction_table
 from autoseg.errors import AutosegError
-from autoseg.evaluation import evaluate_model
-from autoseg.fitting import FitOutcome, fit_segmentor
-from autoseg.inference import iter_probabilities, probabilities_to_ids
-from autoseg.loading import load_predictor_state
+from autoseg.evaluation import check_metric_names, evaluate_model
+from autoseg.finetune import FitRequest, TrainedPredictor, done_message, finetune
+from autoseg.inference import iter_probabilities, predict_masks
+from autoseg.loading import load_predictor
 from autoseg.outputs import PredictionFolder, input_labels
-from autoseg.peft import trainable_state_dict
-from autoseg.persistence import save_predictor_folder
-from autoseg.problem import Problem
+from autoseg.persistence import save_predictor
+from autoseg.runtime import Runtime, resolve_runtime
+from autoseg.state import PredictorState
 from autoseg.visualize import save_predictions
 
 
 class NotFittedError(AutosegError, ValueError, AttributeError):
     """The predictor was used before ``fit`` (or ``load``)."""
+
+
+def _learned(read: Callable[[PredictorState], Any], doc: str) -> property:
+    """A learned attribute, read from the fitted state (``NotFittedError`` before ``fit``)."""
+    return property(lambda self: read(self._fitted()), doc=doc)
 
 
 class SemanticSegmentor:
@@ -88,6 +90,18 @@ class SemanticSegmentor:
         self.class_names = class_names
         self.class_colors = class_colors
 
+    # ----------------------------------------------------------- learned state
+    model_ = _learned(lambda s: s.model, "The trained segmenter (eval mode).")
+    config_ = _learned(lambda s: s.config, "The run's full configuration.")
+    preset_ = _learned(lambda s: s.preset, "The preset the run started from.")
+    problem_ = _learned(lambda s: s.problem, "The label space (classes, names, colors).")
+    problem_type_ = _learned(lambda s: s.problem.problem_type, "``binary`` or ``multiclass``.")
+    classes_ = _learned(lambda s: list(s.problem.classes), "Original mask values, by id.")
+    class_names_ = _learned(lambda s: list(s.problem.class_names), "One name per class.")
+    eval_metric_ = _learned(lambda s: s.eval_metric, "The validation metric.")
+    backbone_ = _learned(lambda s: s.backbone, "Backbone name, weights path and sha256.")
+    fit_summary_ = _learned(lambda s: s.fit_summary, "Epochs, steps, best score, fit time.")
+
     # ----------------------------------------------------------------- training
     def fit(
         self,
@@ -112,44 +126,28 @@ class SemanticSegmentor:
             ``self``, fitted and saved in ``path_``.
 
         """
-        fit_segmentor(
-            self, train_data, tuning_data, time_limit, hyperparameters, resume, self._finish_fit
+        settings = {name: getattr(self, name) for name in FitRequest.PREDICTOR_SETTINGS}
+        request = FitRequest(
+            train_data=train_data,
+            tuning_data=tuning_data,
+            time_limit=time_limit,
+            hyperparameters=(self.hyperparameters, hyperparameters),
+            resume=resume,
+            **settings,
         )
+        finetune(request, self._say, finish=self._finish_fit)
         return self
 
-    def _finish_fit(self, outcome: FitOutcome) -> None:
-        """Adopt a finished fit, save it in its folder and draw the validation overlays."""
-        self._set_state(
-            outcome.model,
-            outcome.config,
-            outcome.preset,
-            outcome.problem,
-            outcome.eval_metric,
-            outcome.folder,
-        )
-        self.backbone_ = {
-            "name": outcome.config.model.backbone,
-            "checkpoint_path": outcome.parts.checkpoint_path,
-            "checkpoint_sha256": outcome.parts.checkpoint_sha256,
-        }
-        self.fit_summary_ = outcome.summary
-        if not outcome.is_global_zero:
+    def _finish_fit(self, trained: TrainedPredictor) -> None:
+        """Adopt a finished run, save it in its folder and draw the validation overlays."""
+        self.state_, self.path_ = trained.state, trained.folder.root
+        if not trained.is_global_zero:
             return  # other DDP processes: rank zero writes the folder
-        self.save(outcome.folder)
-        validation = outcome.validation
-        self._predict_table(
-            validation,
-            outcome.folder / "validation_overlays",
-            protected=[*validation["image"], *validation.get("label", [])],
-        )
-        summary = outcome.summary
-        self._say(
-            f"autoseg: done in {summary['fit_time_s']:.0f} s; best validation "
-            f"{outcome.eval_metric} {summary[f'best_val_{outcome.eval_metric}']}.\n"
-            f"  folder: {outcome.folder} (config.yaml, adapter.safetensors, logs/metrics.csv, "
-            "TensorBoard logs in logs/tensorboard, training_curve.png, validation_overlays/)\n"
-            f"  load it with: SemanticSegmentor.load({str(outcome.folder)!r})"
-        )
+        self.save(self.path_)
+        validation = trained.validation
+        protected = [*validation["image"], *validation.get("label", [])]
+        self._predict_table(validation, trained.folder.overlays, protected=protected)
+        self._say(done_message(trained))
 
     # ---------------------------------------------------------------- inference
     def predict_proba(self, data: Any) -> list[np.ndarray]:
@@ -159,8 +157,10 @@ class SemanticSegmentor:
             Binary: (H, W) float32 foreground probabilities; multi-class: (C, H, W) float32.
 
         """
+        state = self._fitted()
         table = prepare_prediction_table(data, image_col=self.image)
-        return list(self._iter_proba(table))
+        probabilities = iter_probabilities(state.model, table, self._runtime(), **self._options())
+        return list(probabilities)
 
     def predict(
         self, data: Any, save_dir: str | Path | None = None, overwrite: bool = False
@@ -197,18 +197,16 @@ class SemanticSegmentor:
         protected: Sequence[str] = (),
     ) -> list[np.ndarray]:
         """Predict a prepared table (columns ``image``[, ``label``]); write to ``save_dir``."""
-        self._check_fitted()
+        state = self._fitted()
         folder = None
         if save_dir is not None:
             own_files = [p for p in Path(self.path_).glob("*") if p.is_file()]
             folder = PredictionFolder(
                 save_dir, table["image"].tolist(), [*protected, *own_files], overwrite
             )
-        masks = [
-            self.problem_.to_original(probabilities_to_ids(p)) for p in self._iter_proba(table)
-        ]
+        masks = predict_masks(state.model, state.problem, table, self._runtime(), **self._options())
         if folder is not None:
-            save_predictions(folder, table["image"].tolist(), masks, self.problem_)
+            save_predictions(folder, table["image"].tolist(), masks, state.problem)
         return masks
 
     def evaluate(self, data: Any, metrics: list[str] | None = None) -> dict[str, float]:
@@ -216,24 +214,11 @@ class SemanticSegmentor:
 
         Binary: iou, dice, sm, em, wfm, mae, ber. Multi-class: miou, acc, iou/<class>.
         """
-        self._check_fitted()
-        return evaluate_model(self, data, metrics)
-
-    def _iter_proba(self, table: pd.DataFrame):
-        self._check_fitted()
-        device = (
-            "cuda" if torch.cuda.is_available() and self.config_.env.accelerator != "cpu" else "cpu"
-        )
-        precision = None
-        if device == "cuda":
-            precision = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return iter_probabilities(
-            self.model_,
-            table,
-            normalization_for(self.config_.model.backbone),
-            batch_size=self.config_.env.eval_batch_size,
-            device=device,
-            precision=precision,
+        state = self._fitted()
+        check_metric_names(state.problem, metrics)  # before reading any file
+        table = prepare_evaluation_table(data, self.image, self.label, state.problem)
+        return evaluate_model(
+            state.model, state.problem, table, metrics, self._runtime(), **self._options()
         )
 
     # ------------------------------------------------------------ save and load
@@ -252,27 +237,10 @@ class SemanticSegmentor:
                 ``overwrite`` is False.
 
         """
-        self._check_fitted()
-        record = {
-            "autoseg_version": __version__,
-            "preset": self.preset_,
-            "config": self.config_.to_dict(),
-            "problem": self.problem_.to_dict(),
-            "eval_metric": self.eval_metric_,
-            "backbone": self.backbone_,
-            "summary": self.fit_summary_,
-            "columns": {"image": self.image, "label": self.label},
-        }
-        full = self.model_.state_dict() if standalone else None
+        columns = {"image": self.image, "label": self.label}
+        state = replace(self._fitted(), columns=columns)
         target = Path(path)
-        save_predictor_folder(
-            target,
-            record,
-            trainable_state_dict(self.model_),
-            full,
-            source=self.path_,
-            overwrite=overwrite,
-        )
+        save_predictor(state, target, standalone, source=self.path_, overwrite=overwrite)
         return target
 
     @classmethod
@@ -287,18 +255,14 @@ class SemanticSegmentor:
                 another format version; the message names the file.
 
         """
-        state = load_predictor_state(Path(path))
+        state = load_predictor(Path(path))
         predictor = cls(path=path, verbosity=verbosity, **state.columns)
-        predictor._set_state(
-            state.model, state.config, state.preset, state.problem, state.eval_metric, Path(path)
-        )
-        predictor.backbone_ = state.backbone
-        predictor.fit_summary_ = state.summary
+        predictor.state_, predictor.path_ = state, Path(path)
         return predictor
 
     def summary(self) -> dict[str, Any]:
         """Preset, backbone, PEFT method, parameter counts, epochs, best score, fit time."""
-        self._check_fitted()
+        self._fitted()
         return {
             "preset": self.preset_,
             "backbone": self.config_.model.backbone,
@@ -312,25 +276,26 @@ class SemanticSegmentor:
         }
 
     # ------------------------------------------------------------------ helpers
-    def _set_state(
-        self, model, config: Config, preset: str, problem: Problem, eval_metric: str, folder: Path
-    ) -> None:
-        self.model_ = model.eval()
-        self.config_ = config
-        self.preset_ = preset
-        self.problem_ = problem
-        self.problem_type_ = problem.problem_type
-        self.classes_ = list(problem.classes)
-        self.class_names_ = list(problem.class_names)
-        self.eval_metric_ = eval_metric
-        self.path_ = folder
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+    def _fitted(self) -> PredictorState:
+        """The fitted state (``state_``), or a :class:`NotFittedError` saying what to do."""
+        state = self.__dict__.get("state_")
+        if state is None:
             raise NotFittedError(
                 "This SemanticSegmentor is not fitted yet: call fit(train_data) first, or "
                 "SemanticSegmentor.load(path) to use a saved one."
             )
+        return state
+
+    def _runtime(self) -> Runtime:
+        """Where inference runs: the GPU wherever one exists (see ``resolve_runtime``)."""
+        return resolve_runtime(self._fitted().config.env, inference=True)
+
+    def _options(self) -> dict[str, Any]:
+        """The inference options the saved config sets."""
+        config = self._fitted().config
+        return {
+            "batch_size": config.env.eval_batch_size,
+        }
 
     def _say(self, message: str) -> None:
         if self.verbosity >= 1:

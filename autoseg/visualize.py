@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from autoseg.data.io import read_image
+from autoseg.labels.problem import Problem
 from autoseg.outputs import PredictionFolder
-from autoseg.problem import Problem
 
 # Sasha Trubetskoy's 20 distinct colours; class id k gets PALETTE[k % 20].
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -99,7 +99,7 @@ def save_predictions(
     mask looks like a label mask. ``folder`` was checked before inference (see
     :class:`~autoseg.outputs.PredictionFolder`); each file is written atomically.
     """
-    binary = problem.problem_type == "binary"
+    binary = problem.is_binary
     colours = class_colours(problem)
     to_ids = np.zeros(256, np.uint8)
     to_ids[list(problem.classes)] = np.arange(len(problem.classes))

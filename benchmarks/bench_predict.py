@@ -107,23 +107,20 @@ def write_images(folder: Path, count: int, hw: tuple[int, int], kind: str) -> li
     return paths
 
 
-def _load_model(
-    model_dir: str | None, backbone: str, method: str, image_size: int
-) -> tuple[SamSegmenter, str]:
-    """(model, normalization) for a saved predictor or a random-weight build."""
-    from autoseg.builder import build_model, normalization_for
+def _load_model(model_dir: str | None, backbone: str, method: str, image_size: int) -> SamSegmenter:
+    """The model of a saved predictor, or a random-weight build."""
+    from autoseg.builder import build_model
     from autoseg.config import Config
 
     if model_dir is not None:
         from autoseg import SemanticSegmentor
 
         seg = SemanticSegmentor.load(model_dir, verbosity=0)
-        return seg.model_, normalization_for(seg.config_.model.backbone)
+        return seg.model_
     config = Config().with_overrides(
         {"model.backbone": backbone, "peft.method": method, "data.image_size": image_size}
     )
-    model, _ = build_model(config, 1, pretrained=False)
-    return model, normalization_for(backbone)
+    return build_model(config, 1, pretrained=False)[0]
 
 
 def measure_predict(
@@ -142,16 +139,23 @@ def measure_predict(
     """Load or build one model and time passes of batched inference; run in a fresh process."""
     from autoseg.data.prepare import prepare_prediction_table
     from autoseg.inference import iter_probabilities
+    from autoseg.runtime import Runtime
 
     used_threads = _common.set_threads(threads)
-    dtype = _common.autocast_dtype(precision)
+    _common.autocast_dtype(precision)  # refuses an unknown precision
+    lightning_precision = "bf16-mixed" if precision == "bf16" else "32-true"
+    runtime = Runtime("gpu" if device == "cuda" else "cpu", lightning_precision)
     table = prepare_prediction_table(image_paths)
 
     def one_pass(rows: pd.DataFrame) -> float:
         _common.synchronize(device)
         start = time.perf_counter()
         outputs = iter_probabilities(
-            model, rows, normalization, batch_size, num_workers, device, dtype
+            model,
+            rows,
+            runtime,
+            batch_size=batch_size,
+            num_workers=num_workers,
         )
         count = sum(1 for _ in outputs)
         _common.synchronize(device)
@@ -161,7 +165,7 @@ def measure_predict(
 
     with _common.track_peak_memory(device) as memory:
         start = time.perf_counter()
-        model, normalization = _load_model(model_dir, backbone, method, image_size)
+        model = _load_model(model_dir, backbone, method, image_size)
         load_s = time.perf_counter() - start
         warmup_s = one_pass(table.iloc[:batch_size])
         times = []

@@ -74,11 +74,12 @@ def _train_step(
     device: str,
 ) -> float:
     """One optimiser step as a fit runs it; returns its wall-clock seconds (GPU synchronised)."""
+    from autoseg.peft import balance_loss_weight
     from autoseg.training.step import train_step
 
     _common.synchronize(device)
     start = time.perf_counter()
-    weight = config.peft.balance_weight
+    weight = balance_loss_weight(config.peft)
     train_step(model, optimizer, images, target, config.loss, config.optim, weight, dtype)
     _common.synchronize(device)
     return time.perf_counter() - start
@@ -123,7 +124,7 @@ def measure_method(
         optimizer = make_optimizer(model, config.optim)
         generator = torch.Generator().manual_seed(seed)
         shape = (batch_size, 3, image_size, image_size)
-        images = torch.randn(shape, generator=generator).to(device)
+        images = (torch.rand(shape, generator=generator) * 255).round().to(device)  # pixels
         target = torch.rand(shape[:1] + shape[2:], generator=generator) > 0.5
         target = target.long().to(device)
         times = []

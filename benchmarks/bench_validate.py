@@ -81,7 +81,7 @@ def make_data(folder: Path, rows: int, sides: tuple[int, int], seed: int) -> Pat
 def check_once(csv: Path, workers: int) -> float:
     """Seconds for the pre-training check of ``csv`` with ``workers`` threads."""
     from autoseg.data.table import load_table, validate_table
-    from autoseg.problem import MaskValueCollector
+    from autoseg.labels.problem import MaskValueCollector
 
     start = time.perf_counter()
     validate_table(load_table(csv), check_values=MaskValueCollector("auto"), max_workers=workers)

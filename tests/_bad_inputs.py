@@ -98,6 +98,7 @@ class World:
         self._good_predictor = good_predictor
         self.preparing = False
         self.prepared: dict[Path, str] = {}
+        self.prepared_dirs: set[Path] = set()
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
@@ -112,6 +113,11 @@ class World:
     def settle(self) -> None:
         """Record the folder as it is now: the state the case must not damage."""
         self.prepared = self.snapshot()
+        self.prepared_dirs = self.folders()
+
+    def folders(self) -> set[Path]:
+        """Every folder under the root."""
+        return {p for p in self.root.rglob("*") if p.is_dir()}
 
     def snapshot(self) -> dict[Path, str]:
         """Every file under the root and its sha256."""

@@ -19,10 +19,10 @@ from autoseg.models.backbones import (
     build_sam_parts,
     pretrained_weights,
 )
-from autoseg.models.resample import fit_vit_state_dict, resample_pos_embed, resample_rel_pos
+from autoseg.models.resample import resample_pos_embed, resample_rel_pos, resample_vit_state_dict
 from autoseg.models.weights import (
-    CheckpointNotFoundError,
-    ChecksumMismatchError,
+    WeightsChecksumError,
+    WeightsNotFoundError,
     autoseg_home,
     resolve_checkpoint,
     sha256_file,
@@ -266,12 +266,12 @@ def randomised(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("source", "target"), [(128, 64), (64, 128), (128, 80)])
-def test_fit_vit_state_dict_allows_strict_loading(source, target):
+def test_resample_vit_state_dict_allows_strict_loading(source, target):
     state = randomised(small_vit(source))
     model = small_vit(target)
     with pytest.raises(RuntimeError, match="size mismatch"):
         model.load_state_dict(state)
-    fitted = fit_vit_state_dict(state, {k: v.shape for k, v in model.state_dict().items()})
+    fitted = resample_vit_state_dict(state, {k: v.shape for k, v in model.state_dict().items()})
     model.load_state_dict(fitted, strict=True)
     grid = target // 16
     assert model.pos_embed.shape == (1, grid, grid, 32)
@@ -284,7 +284,7 @@ def test_fit_vit_state_dict_allows_strict_loading(source, target):
 
 def test_fit_to_same_size_is_identity():
     state = randomised(small_vit(128))
-    fitted = fit_vit_state_dict(state, {k: v.shape for k, v in state.items()})
+    fitted = resample_vit_state_dict(state, {k: v.shape for k, v in state.items()})
     assert fitted.keys() == state.keys() and all(fitted[k] is state[k] for k in state)
     assert fitted is not state
 
@@ -308,7 +308,7 @@ def test_vit_b_1024_checkpoint_fits_512_encoder():
         for k, v in full.items()
     }
     target = half.image_encoder.state_dict()
-    fitted = fit_vit_state_dict(state, {k: v.shape for k, v in target.items()})
+    fitted = resample_vit_state_dict(state, {k: v.shape for k, v in target.items()})
     assert {k: v.shape for k, v in fitted.items()} == {k: v.shape for k, v in target.items()}
     assert fitted["pos_embed"].shape == (1, 32, 32, 768)
     for i in range(12):
@@ -397,9 +397,9 @@ def test_explicit_path_comes_first(tmp_path):
 
 def test_missing_explicit_path_is_named(tmp_path):
     missing = tmp_path / "nope.pth"
-    with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
+    with pytest.raises(WeightsNotFoundError, match="nope.pth"):
         resolve_checkpoint(pretrained_weights("lite"), str(missing))
-    with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
+    with pytest.raises(WeightsNotFoundError, match="nope.pth"):
         build_sam_parts("lite", checkpoint=str(missing))
 
 
@@ -413,7 +413,7 @@ def test_cache_comes_before_package_asset():
 def test_cached_file_is_verified():
     cached = cache_file(pretrained_weights("lite"))
     cached.write_bytes(b"corrupt")
-    with pytest.raises(ChecksumMismatchError, match=re.escape(f"delete {cached}")):
+    with pytest.raises(WeightsChecksumError, match=re.escape(f"delete {cached}")):
         resolve_checkpoint(pretrained_weights("lite"))
 
 
@@ -450,14 +450,14 @@ def test_download_into_cache(monkeypatch):
 def test_download_with_wrong_sha_is_deleted(monkeypatch):
     monkeypatch.setattr(weights, "download_file", lambda url, dst: dst.write_bytes(b"junk"))
     spec = fake_spec(sha256="0" * 64)
-    with pytest.raises(ChecksumMismatchError, match="expected 0000"):
+    with pytest.raises(WeightsChecksumError, match="expected 0000"):
         resolve_checkpoint(spec)
     assert list((autoseg_home() / "checkpoints").iterdir()) == []
 
 
 @pytest.mark.parametrize("download", [True, False])
 def test_offline_error_says_what_to_do(download):
-    with pytest.raises(CheckpointNotFoundError) as info:
+    with pytest.raises(WeightsNotFoundError) as info:
         resolve_checkpoint(pretrained_weights("vit_h"), download=download)
     message = str(info.value)
     for part in (
@@ -472,7 +472,7 @@ def test_offline_error_says_what_to_do(download):
 
 
 def test_build_pretrained_vit_offline_fails_cleanly():
-    with pytest.raises(CheckpointNotFoundError, match="sam_vit_b_01ec64.pth"):
+    with pytest.raises(WeightsNotFoundError, match="sam_vit_b_01ec64.pth"):
         build_sam_parts("vit_b")
 
 

@@ -96,6 +96,8 @@ def _check_files(case: BadInput, world: World) -> None:
     new = [p for p in now if p not in world.prepared]
     if not case.leaves:
         assert not new, f"{case.id}: files left behind: {new}"
+        folders = sorted(world.folders() - world.prepared_dirs)
+        assert not folders, f"{case.id}: folders left behind: {folders}"
     hidden = [p for p in new if any(s.startswith(".") for s in p.relative_to(world.root).parts)]
     assert not hidden, f"{case.id}: half-written (hidden temporary) files left: {hidden}"
 

@@ -151,3 +151,20 @@ def test_evaluate_metric_of_another_problem_type_is_exit_2(fitted, capsys):
     assert main([*argv, "--metrics", "miou"]) == 2
     lines = _stderr_lines(capsys)
     assert len(lines) == 1 and "'miou'" in lines[0] and "binary" in lines[0]
+
+
+def test_what_happened_to_a_failed_fit_is_on_the_line(monkeypatch, capsys):
+    error = RuntimeError("disk full")
+    error.add_note("autoseg: the fit stopped; m keeps its resume checkpoint.")
+    _failing_info(monkeypatch, error)
+    assert main(["info"]) == 1
+    (line,) = _stderr_lines(capsys)
+    assert "disk full (autoseg: the fit stopped; m keeps its resume checkpoint.)" in line
+
+
+def test_demo_checks_its_time_limit_before_writing(tmp_path):
+    from autoseg.demo import run_demo
+
+    with pytest.raises(SettingsError, match="time_limit"):
+        run_demo(tmp_path / "demo", time_limit=0)
+    assert not (tmp_path / "demo").exists()

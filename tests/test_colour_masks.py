@@ -17,14 +17,14 @@ from _tiny import TINY_MULTICLASS
 from PIL import Image
 
 from autoseg import SemanticSegmentor
-from autoseg.data.colors import ColorTable, parse_colour
 from autoseg.data.io import read_mask
-from autoseg.data.masks import MaskFormatError
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import SYNTHETIC_VOID_RGB, make_synthetic_multiclass
 from autoseg.data.table import DataValidationError
 from autoseg.errors import SettingsError
-from autoseg.problem import Problem
+from autoseg.labels.colors import ColorTable, parse_colour
+from autoseg.labels.masks import MaskFormatError
+from autoseg.labels.problem import Problem
 
 TINY = TINY_MULTICLASS
 COLOURS = {(0, 255, 0): "crop", (255, 0, 0): "weed", (0, 0, 0): "background"}

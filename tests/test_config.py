@@ -18,19 +18,28 @@ from autoseg.config import (
 )
 from autoseg.errors import SettingsError
 from autoseg.evaluation import check_metric_names
-from autoseg.problem import Problem
+from autoseg.labels.problem import Problem
+from autoseg.peft.registry import peft_methods
 
 BINARY = Problem("binary", classes=(0, 1), class_names=("background", "object"))
 MULTI = Problem("multiclass", classes=(0, 1, 2), class_names=("bg", "road", "car"))
 
 
-def _ruled_fields() -> list[tuple[str, dataclasses.Field]]:
+def _ruled_fields() -> list[tuple[str, dataclasses.Field, dict]]:
+    """(dotted key, field, overrides that make the key exist): fixed sections, then each
+    PEFT method's settings under ``peft.method=<method>``."""
+    fixed = [(section, kind, {}) for section, kind in SECTIONS.items()]
+    methods = [("peft", m.config, {"peft.method": m.name}) for m in peft_methods()]
     return [
-        (f"{section}.{spec.name}", spec)
-        for section, kind in SECTIONS.items()
+        (f"{section}.{spec.name}", spec, base)
+        for section, kind, base in fixed + methods
         for spec in dataclasses.fields(kind)
         if "rule" in spec.metadata
     ]
+
+
+def _ids() -> list[str]:
+    return [k + (f"[{b['peft.method']}]" if b else "") for k, _, b in _ruled_fields()]
 
 
 def _bad_value(spec: dataclasses.Field):
@@ -43,18 +52,18 @@ def _bad_value(spec: dataclasses.Field):
     return float(bad) if isinstance(spec.default, float) else int(bad)
 
 
-@pytest.mark.parametrize(("key", "spec"), _ruled_fields(), ids=[k for k, _ in _ruled_fields()])
-def test_every_rule_refuses_a_value_just_outside_it(key, spec):
+@pytest.mark.parametrize(("key", "spec", "base"), _ruled_fields(), ids=_ids())
+def test_every_rule_refuses_a_value_just_outside_it(key, spec, base):
     rule = spec.metadata["rule"]
     value = _bad_value(spec)
     with pytest.raises(SettingsError) as info:
-        Config().with_overrides({key: value})
+        Config().with_overrides({**base, key: value})
     assert key in str(info.value) and rule.describe() in str(info.value)
-    Config().with_overrides({key: spec.default})  # the default itself is allowed
+    Config().with_overrides({**base, key: spec.default})  # the default itself is allowed
 
 
 def test_the_rules_cover_the_ranges_the_issue_names():
-    ruled = dict(_ruled_fields())
+    ruled = {key for key, _, _ in _ruled_fields()}
     for key in (
         "optim.lr",
         "optim.max_epochs",
@@ -69,7 +78,8 @@ def test_the_rules_cover_the_ranges_the_issue_names():
         "env.accelerator",
         "peft.rank",
         "peft.num_experts",
-        "peft.method",
+        "peft.alpha",
+        "peft.balance_weight",
         "loss.binary",
         "model.backbone",
         "data.image_size",

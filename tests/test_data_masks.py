@@ -3,13 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoseg.data import (
+from autoseg.data.findings import DataValidationError
+from autoseg.labels.masks import (
     MaskFormatError,
     binary_target,
     distinct_values,
     encode_multiclass,
-    infer_problem,
 )
+from autoseg.labels.problem import MaskValueCollector
 
 
 def _mask(values: list[int], dtype: type = np.uint8) -> np.ndarray:
@@ -58,24 +59,29 @@ def test_grey_rgb_mask_is_accepted_and_colour_mask_rejected() -> None:
         binary_target(colour)
 
 
-def test_infer_problem_binary_even_when_mixing_conventions() -> None:
+def _decide(masks):
+    collector = MaskValueCollector("auto")
+    assert all(collector(mask) is None for mask in masks)
+    problem = collector.problem()
+    return problem.problem_type, list(problem.classes)
+
+
+def test_problem_is_binary_even_when_mixing_conventions() -> None:
     masks = [_mask([0, 1]), _mask([0, 255]), _mask([0, 0])]
-    assert infer_problem(masks) == ("binary", [0, 1])
-    assert infer_problem(iter(masks)) == ("binary", [0, 1])
+    assert _decide(masks) == ("binary", [0, 1])
 
 
-def test_infer_problem_multiclass() -> None:
+def test_problem_multiclass() -> None:
     masks = [_mask([0, 1, 255]), _mask([3, 0]), _mask([7])]
-    assert infer_problem(masks) == ("multiclass", [0, 1, 3, 7])
+    assert _decide(masks) == ("multiclass", [0, 1, 3, 7])
     # one mask mixing 0/1 and 255 is not binary: 255 there means ignore
-    assert infer_problem([_mask([0, 1, 255])]) == ("multiclass", [0, 1])
+    assert _decide([_mask([0, 1, 255])]) == ("multiclass", [0, 1])
+    with pytest.raises(DataValidationError, match="at least 2 classes"):
+        _decide([_mask([1, 1, 255])])
 
 
-def test_infer_problem_errors() -> None:
-    with pytest.raises(MaskFormatError, match="no masks"):
-        infer_problem([])
-    with pytest.raises(MaskFormatError, match="300"):
-        infer_problem([_mask([0, 2, 300], np.uint16)])
+def test_values_outside_0_255_are_reported() -> None:
+    assert "0..255" in MaskValueCollector("auto")(_mask([0, 2, 300], np.uint16))
 
 
 def test_encode_multiclass_lookup_keeps_ignore() -> None:

@@ -10,10 +10,12 @@ from PIL import Image
 
 from autoseg.data import (
     DataValidationError,
-    binary_target,
     check_with,
     load_table,
     validate_table,
+)
+from autoseg.labels.masks import (
+    binary_target,
 )
 
 

@@ -7,10 +7,9 @@ import torch
 from autoseg.data import (
     RandomFlipRotate,
     ResizeInfo,
-    normalize_image,
+    image_to_tensor,
     pad_tensor,
     pad_to_square,
-    preprocess_image,
     resize_longest_side,
     resize_mask,
     restore_logits,
@@ -88,24 +87,13 @@ def test_pad_to_square_bottom_right() -> None:
     assert pad_tensor(torch.ones(3, 2, 3), 4)[:, 2:, :].abs().sum() == 0
 
 
-def test_normalization_modes() -> None:
-    image = np.zeros((2, 2, 3), np.uint8)
-    image[0, 0] = (123, 116, 104)
-    image[1, 1] = 255
-    sam = normalize_image(image, "sam")
-    assert sam.shape == (3, 2, 2) and sam.dtype == torch.float32
-    assert abs(sam[0, 0, 0].item() - (123 - 123.675) / 58.395) < 1e-6
-    minmax = normalize_image(image, "minmax")
-    assert minmax.min().item() == 0.0 and minmax.max().item() == 1.0
-    assert normalize_image(np.full((2, 2, 3), 9, np.uint8), "minmax").abs().max() == 0
-    with pytest.raises(ValueError, match="sam, minmax"):
-        normalize_image(image, "imagenet")
-
-
-def test_preprocess_pads_with_zeros_after_normalising() -> None:
-    tensor, info = preprocess_image(np.full((20, 40, 3), 200, np.uint8), SIZE)
-    assert tensor.shape == (3, SIZE, SIZE) and info.resized_hw == (32, 64)
-    assert tensor[:, 32:, :].abs().sum() == 0 and tensor[:, :32, :].abs().min() > 0
+def test_image_to_tensor_keeps_pixel_values_channels_first() -> None:
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 1] = (123, 116, 255)
+    tensor = image_to_tensor(image[:, ::-1])  # a non-contiguous view is fine
+    assert tensor.shape == (3, 2, 3) and tensor.dtype == torch.float32
+    assert tensor[:, 0, 1].tolist() == [123.0, 116.0, 255.0]
+    assert tensor.sum().item() == 123 + 116 + 255
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from autoseg.data.masks import MaskFormatError
 from autoseg.data.table import DataValidationError, load_table, validate_table
 from autoseg.errors import AutosegWarning
-from autoseg.problem import MaskValueCollector
+from autoseg.labels.masks import MaskFormatError
+from autoseg.labels.problem import MaskValueCollector
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIX = re.compile(

@@ -24,7 +24,7 @@ def _datamodule(csv: Path, config: Config, **prepare) -> SegmentationDataModule:
         warnings.simplefilter("ignore")  # small data sets warn by design
         train, val, problem = prepare_training_data(csv, **prepare)
     loader = LoaderSettings(batch_size=2, eval_batch_size=3)
-    return SegmentationDataModule(train, val, problem, config.data, loader, "sam", seed=0)
+    return SegmentationDataModule(train, val, problem, config.data, loader, seed=0)
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +79,7 @@ def test_task_trains_and_validates_one_batch(problem, method, binary_csv, multic
     dm = _datamodule(csv, config, problem_type=problem)
     model, _ = build_model(config, dm.problem.num_outputs)
     metric = "iou" if problem == "binary" else "miou"
-    task = SegmentationTask(model, config.optim, config.loss, metric)
+    task = SegmentationTask(model, config.optim, config.loss, metric, config.peft)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainer = _trainer()
@@ -107,7 +107,7 @@ def test_resume_checkpoints_hold_trainable_weights_and_plain_hyperparameters(bin
     config = Config().with_overrides(TINY)
     dm = _datamodule(binary_csv, config)
     model = build_model(config, 1)[0]
-    task = SegmentationTask(model, config.optim, config.loss, "iou")
+    task = SegmentationTask(model, config.optim, config.loss, "iou", config.peft)
     trainer = _trainer()
     trainer.fit(task, datamodule=dm)
     path = tmp_path / "last.ckpt"
@@ -116,3 +116,5 @@ def test_resume_checkpoints_hold_trainable_weights_and_plain_hyperparameters(bin
     trainable = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
     assert set(saved["state_dict"]) == trainable
     assert saved["hyper_parameters"]["optim"]["lr"] == config.optim.lr
+    assert saved["hyper_parameters"]["peft"] == config.peft.to_dict()
+    assert saved["hyper_parameters"]["balance_weight"] == 0.01

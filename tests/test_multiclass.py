@@ -19,10 +19,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from autoseg import SemanticSegmentor
 from autoseg.data.io import read_mask
-from autoseg.data.masks import MaskFormatError
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import make_synthetic_multiclass
-from autoseg.problem import MaskValueCollector, Problem
+from autoseg.labels.masks import MaskFormatError
+from autoseg.labels.problem import MaskValueCollector, Problem
 
 TINY = TINY_MULTICLASS
 VALUES = (0, 3, 7)  # non-contiguous class ids on purpose

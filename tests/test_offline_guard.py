@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from autoseg.models.backbones import pretrained_weights
-from autoseg.models.weights import CheckpointNotFoundError, checkpoint_dir, resolve_checkpoint
+from autoseg.models.weights import WeightsNotFoundError, checkpoint_dir, resolve_checkpoint
 
 
 def test_connections_off_this_machine_are_refused():
@@ -25,6 +25,6 @@ def test_loopback_connections_still_work():
 
 
 def test_downloads_are_refused_and_the_cache_is_private():
-    with pytest.raises(CheckpointNotFoundError, match="tests never download"):
+    with pytest.raises(WeightsNotFoundError, match="tests never download"):
         resolve_checkpoint(pretrained_weights("vit_b"))
     assert "pytest" in str(checkpoint_dir())

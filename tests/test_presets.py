@@ -7,7 +7,7 @@ import pytest
 from autoseg import config as config_module
 from autoseg.config import available_presets, load_preset, preset_for_hardware, resolve_config
 from autoseg.runtime import resolve_runtime
-from autoseg.training.fit import resolve_strategy
+from autoseg.training.trainer import resolve_strategy
 
 
 @pytest.mark.parametrize(

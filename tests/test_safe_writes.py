@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import autoseg.fitting as fitting
+import autoseg.finetune as finetune
+import autoseg.inference as inference
 from autoseg import SemanticSegmentor
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.errors import OutputExistsError
@@ -49,11 +50,11 @@ def _tree(folder: Path) -> dict[str, bytes]:
     }
 
 
-def _never_run(seg: SemanticSegmentor, monkeypatch: pytest.MonkeyPatch) -> None:
+def _never_run(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("inference ran before the output folder was checked")
 
-    monkeypatch.setattr(seg, "_iter_proba", refuse)
+    monkeypatch.setattr(inference, "iter_probabilities", refuse)
 
 
 # ------------------------------------------------------------------------ predict outputs
@@ -74,7 +75,7 @@ def test_a_folder_with_the_users_files_needs_overwrite(fitted, data, tmp_path, m
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with monkeypatch.context() as patch:
-        _never_run(fitted, patch)
+        _never_run(patch)
         with pytest.raises(OutputExistsError, match="notes.txt.*overwrite=True"):
             fitted.predict(data[1], save_dir=out)
     assert _tree(out) == {"notes.txt": b"mine"}
@@ -94,7 +95,7 @@ def test_a_prediction_the_user_edited_is_theirs(fitted, data, tmp_path):
 def test_inputs_are_never_written_over_even_with_overwrite(fitted, data, monkeypatch):
     root = data[0].parent
     before = _tree(root)
-    _never_run(fitted, monkeypatch)
+    _never_run(monkeypatch)
     for folder, kind in ((root / "images", "images"), (root / "masks", "masks")):
         with pytest.raises(OutputExistsError, match=f"{kind}.*another save_dir"):
             fitted.predict(data[1], save_dir=folder, overwrite=True)
@@ -179,7 +180,7 @@ def test_a_failure_before_any_checkpoint_leaves_nothing(
         raise failure
 
     with monkeypatch.context() as patch:
-        patch.setattr(fitting, "run_fit", fails)
+        patch.setattr(finetune, "run_training", fails)
         with pytest.raises(type(failure)) as info:
             _segmentor(path).fit(data[0])
     assert "removed the files" in " ".join(info.value.__notes__)
@@ -189,13 +190,19 @@ def test_a_failure_before_any_checkpoint_leaves_nothing(
     assert (path / "config.yaml").is_file()
 
 
-def test_a_failure_while_saving_leaves_nothing(data, tmp_path, monkeypatch):
+def test_a_failure_while_saving_keeps_the_finished_training(data, tmp_path, monkeypatch):
     path = tmp_path / "model"
     with monkeypatch.context() as patch:
         patch.setattr(SemanticSegmentor, "save", lambda *a, **k: 1 / 0)
         with pytest.raises(ZeroDivisionError) as info:
             _segmentor(path).fit(data[0])
-    assert "removed the files" in " ".join(info.value.__notes__) and not path.exists()
+    assert "resume=True" in " ".join(info.value.__notes__)
+    assert (path / "resume" / "last.ckpt").is_file()
+    seg = _segmentor(path).fit(data[0], resume=True)  # nothing left to train: it saves
+    assert seg.fit_summary_["epochs"] == TINY["optim.max_epochs"]
+    assert (path / "config.yaml").is_file() and not (path / "resume").exists()
+    reloaded = SemanticSegmentor.load(path, verbosity=0)
+    assert reloaded.fit_summary_ == seg.fit_summary_
 
 
 def test_a_failure_after_a_checkpoint_is_resumable(data, tmp_path, monkeypatch):

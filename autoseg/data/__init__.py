@@ -1,4 +1,4 @@
-"""Data handling: reading files, checking tables, building targets and SAM-ready tensors."""
+"""Data handling: reading files, checking tables, SAM-ready tensors (mask values: ``labels``)."""
 
 from autoseg.data.dataset import SegmentationDataset, resize_info_from_item
 from autoseg.data.io import (
@@ -9,15 +9,6 @@ from autoseg.data.io import (
     read_mask,
     scale_to_uint8,
 )
-from autoseg.data.masks import (
-    IGNORE_INDEX,
-    MaskFormatError,
-    as_single_channel,
-    binary_target,
-    distinct_values,
-    encode_multiclass,
-    infer_problem,
-)
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.data.table import (
     DataValidationError,
@@ -27,48 +18,33 @@ from autoseg.data.table import (
     validate_table,
 )
 from autoseg.data.transforms import (
-    NORMALIZATIONS,
-    SAM_PIXEL_MEAN,
-    SAM_PIXEL_STD,
     RandomFlipRotate,
     ResizeInfo,
+    image_to_tensor,
     longest_side_shape,
-    normalize_image,
     pad_tensor,
     pad_to_square,
-    preprocess_image,
     resize_longest_side,
     resize_mask,
     restore_logits,
 )
 
 __all__ = [
-    "IGNORE_INDEX",
     "IMAGE_EXTENSIONS",
-    "NORMALIZATIONS",
-    "SAM_PIXEL_MEAN",
-    "SAM_PIXEL_STD",
     "DataValidationError",
-    "MaskFormatError",
     "RandomFlipRotate",
     "ResizeInfo",
     "SegmentationDataset",
-    "as_single_channel",
-    "binary_target",
     "check_mask_values",
     "check_with",
-    "distinct_values",
-    "encode_multiclass",
     "image_size",
-    "infer_problem",
+    "image_to_tensor",
     "list_images",
     "load_table",
     "longest_side_shape",
     "make_synthetic_binary",
-    "normalize_image",
     "pad_tensor",
     "pad_to_square",
-    "preprocess_image",
     "read_image",
     "read_mask",
     "resize_info_from_item",

@@ -14,7 +14,12 @@ import numpy as np
 from PIL import Image
 
 from autoseg.data.io import decode_image, read_mask
-from autoseg.data.masks import MaskFormatError, as_single_channel, distinct_values
+from autoseg.labels.masks import (
+    MaskFormatError,
+    as_single_channel,
+    distinct_values,
+    is_binary_values,
+)
 
 MaskCheck = Callable[[np.ndarray], str | None]
 OnMask = Callable[[np.ndarray], None] | None
@@ -140,7 +145,7 @@ def _mask_problems(
     jpeg = label.lower().endswith(_JPEG_SUFFIXES)
     if message is None and jpeg and mask.ndim == 2:
         values = distinct_values(mask)
-        if not (values <= {0, 1} or values <= {0, 255}):
+        if not is_binary_values(values):
             message = f"JPEG mask holds {len(values)} distinct values"
     if message is not None:
         hint = ". JPEG compression changes mask values: save masks as PNG" if jpeg else ""

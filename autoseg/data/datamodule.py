@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from autoseg.config import DataConfig
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.transforms import RandomFlipRotate
-from autoseg.problem import Problem
+from autoseg.labels.problem import Problem
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class SegmentationDataModule(L.LightningDataModule):
         problem: the label space (turns masks into targets).
         data: input size and augmentation.
         loader: batch sizes and workers.
-        normalization: the backbone's input normalisation.
         seed: seed of the augmentation.
 
     Example:
@@ -43,7 +42,7 @@ class SegmentationDataModule(L.LightningDataModule):
         >>> csv, _ = make_synthetic_binary(tempfile.mkdtemp(), n_images=8, split_test=1)
         >>> train, val, problem = prepare_training_data(csv)
         >>> dm = SegmentationDataModule(
-        ...     train, val, problem, DataConfig(image_size=64), LoaderSettings(), "sam"
+        ...     train, val, problem, DataConfig(image_size=64), LoaderSettings()
         ... )
         >>> dm.setup("fit")
         >>> next(iter(dm.train_dataloader()))["image"].shape
@@ -58,7 +57,6 @@ class SegmentationDataModule(L.LightningDataModule):
         problem: Problem,
         data: DataConfig,
         loader: LoaderSettings,
-        normalization: str,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -67,7 +65,6 @@ class SegmentationDataModule(L.LightningDataModule):
         self.problem = problem
         self.data = data
         self.loader = loader
-        self.normalization = normalization
         self.seed = seed
         self.train_set: SegmentationDataset | None = None
         self.val_set: SegmentationDataset | None = None
@@ -80,7 +77,6 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         common = {
             "image_size": data.image_size,
-            "normalization": self.normalization,
             "target_fn": self.problem.target,
         }
         self.train_set = SegmentationDataset(self.train_table, augment=augment, **common)

@@ -11,24 +11,25 @@ import torch
 from torch.utils.data import Dataset
 
 from autoseg.data.io import read_image, read_mask
-from autoseg.data.masks import IGNORE_INDEX, MaskFormatError
 from autoseg.data.transforms import (
     RandomFlipRotate,
     ResizeInfo,
-    normalize_image,
+    image_to_tensor,
     pad_tensor,
     pad_to_square,
     resize_longest_side,
     resize_mask,
 )
+from autoseg.labels.masks import IGNORE_INDEX, MaskFormatError
 
 
 class SegmentationDataset(Dataset):
-    """Images (and targets) from a table, resized, normalised and padded for SAM.
+    """Images (and targets) from a table, resized and padded for SAM.
 
     Each item is a dict:
 
-    * ``image``: ``(3, S, S)`` float32, normalised, zero-padded at the bottom/right;
+    * ``image``: ``(3, S, S)`` float32 pixel values 0..255, zero-padded at the bottom/right
+      (the model normalises its valid region, ``resized_hw``, itself);
     * ``mask``: ``(S, S)`` int64 target ids, 255 (ignore) in the padding; only present when
       the table has a ``label`` column and ``target_fn`` is given;
     * ``index``: position of the row in the table (int);
@@ -38,18 +39,20 @@ class SegmentationDataset(Dataset):
     Args:
         table: Output of :func:`autoseg.data.load_table` (absolute paths).
         image_size: Side ``S`` of the square model input.
-        normalization: ``"sam"`` or ``"minmax"``; see :func:`normalize_image`.
         target_fn: Turns a raw mask into ``(H, W)`` uint8 ids with 255 = ignore, e.g.
             :func:`autoseg.data.binary_target` or
             ``functools.partial(encode_multiclass, classes=[...])``.
         augment: Joint image/mask augmentation applied to the resized, unpadded arrays.
 
     Example:
-        >>> table = load_table("data/train.csv")
-        >>> ds = SegmentationDataset(table, 1024, target_fn=binary_target)
-        >>> item = ds[0]
-        >>> item["image"].shape, item["mask"].shape
-        (torch.Size([3, 1024, 1024]), torch.Size([1024, 1024]))
+        >>> import tempfile
+        >>> from autoseg.data.synthetic import make_synthetic_binary
+        >>> from autoseg.data.table import load_table
+        >>> from autoseg.labels.masks import binary_target
+        >>> csv, _ = make_synthetic_binary(tempfile.mkdtemp(), n_images=3, split_test=1)
+        >>> item = SegmentationDataset(load_table(csv), 64, target_fn=binary_target)[0]
+        >>> item["image"].shape, item["mask"].shape, item["resized_hw"].tolist()
+        (torch.Size([3, 64, 64]), torch.Size([64, 64]), [48, 64])
 
     """
 
@@ -57,16 +60,13 @@ class SegmentationDataset(Dataset):
         self,
         table: pd.DataFrame,
         image_size: int,
-        normalization: str = "sam",
         target_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         augment: RandomFlipRotate | None = None,
     ) -> None:
         if "image" not in table.columns:
             raise ValueError(f"table needs an 'image' column, has {list(table.columns)}")
-        normalize_image(np.zeros((1, 1, 3), np.uint8), normalization)  # fail early on typos
         self.table = table
         self.image_size = int(image_size)
-        self.normalization = normalization
         self.target_fn = target_fn
         self.augment = augment
         # plain lists: cheap to index and to copy into worker processes
@@ -108,7 +108,7 @@ class SegmentationDataset(Dataset):
             if resized.shape[:2] != tuple(info.resized_hw):  # a rotation swapped H and W
                 info = ResizeInfo(info.original_hw[::-1], resized.shape[:2], info.size)
         item: dict[str, Any] = {
-            "image": pad_tensor(normalize_image(resized, self.normalization), self.image_size),
+            "image": pad_tensor(image_to_tensor(resized), self.image_size),
             "index": int(index),
             "original_hw": torch.tensor(info.original_hw, dtype=torch.int64),
             "resized_hw": torch.tensor(info.resized_hw, dtype=torch.int64),

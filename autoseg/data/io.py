@@ -2,7 +2,7 @@
 
 Images always come back as ``(H, W, 3)`` uint8 RGB so that every later step can assume one
 format. Masks come back with their raw stored values (class ids, 0/255, palette indices) so
-that the mask helpers in :mod:`autoseg.data.masks` decide what the values mean.
+that the mask helpers in :mod:`autoseg.labels.masks` decide what the values mean.
 
 Pixels are returned in stored order: EXIF orientation tags are ignored, because annotation
 masks are drawn on the stored pixel grid and rotating only the photo would misalign them.
@@ -256,3 +256,83 @@ def list_images(folder: PathLike) -> list[Path]:
     return sorted(
         p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+# GeoTIFF tags (GeoTIFF 1.1 spec): the key directory holds the CRS, the others the transform.
+_GEO_KEY_DIRECTORY = 34735
+_MODEL_PIXEL_SCALE = 33550
+_MODEL_TIEPOINT = 33922
+_MODEL_TRANSFORMATION = 34264
+_MODEL_TYPE_KEY = 1024  # 1 projected, 2 geographic, 3 geocentric
+_CRS_KEYS = (2048, 3072)  # GeographicTypeGeoKey, ProjectedCSTypeGeoKey
+_GEO_TAGS = (_GEO_KEY_DIRECTORY, _MODEL_PIXEL_SCALE, _MODEL_TIEPOINT, _MODEL_TRANSFORMATION)
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _has_crs(geo_keys: tuple[int, ...]) -> bool:
+    """Whether a GeoKeyDirectory names a model type or a CRS."""
+    entries = geo_keys[4 : 4 + 4 * geo_keys[3]] if len(geo_keys) >= 4 else ()
+    for i in range(0, len(entries) - 3, 4):
+        key, location, value = entries[i], entries[i + 1], entries[i + 3]
+        if location == 0 and value and (key == _MODEL_TYPE_KEY or key in _CRS_KEYS):
+            return True
+    return False
+
+
+def _geotransform(tags: dict[int, tuple[float, ...]]) -> tuple[float, ...] | None:
+    """The affine ``(a, b, c, d, e, f)`` from the model tags, or ``None`` without one."""
+    matrix = tags.get(_MODEL_TRANSFORMATION, ())
+    if len(matrix) == 16:
+        return matrix[0], matrix[1], matrix[3], matrix[4], matrix[5], matrix[7]
+    tie, scale = tags.get(_MODEL_TIEPOINT, ()), tags.get(_MODEL_PIXEL_SCALE, ())
+    if len(tie) == 6 and len(scale) >= 2:
+        i, j, _, x, y, _ = tie
+        return scale[0], 0.0, x - i * scale[0], 0.0, -scale[1], y + j * scale[1]
+    return None
+
+
+def is_geotiff(path: PathLike) -> bool:
+    """Whether a file is a georeferenced TIFF: it has a CRS or a non-identity geotransform.
+
+    Read from the TIFF's own GeoTIFF tags with ``tifffile`` (no rasterio needed); sidecar
+    files (``.tfw``, ``.aux.xml``) are not consulted. Several tie points (ground control
+    points) also count. :func:`read_image` reads GeoTIFFs as plain TIFFs; code that wants
+    georeferencing, band choice and nodata uses :mod:`autoseg.data.geotiff` for these files.
+
+    Args:
+        path: Any file; non-TIFF names and files that are not TIFFs give ``False``.
+
+    Returns:
+        ``True`` for a GeoTIFF.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+
+    Example:
+        >>> import tempfile
+        >>> plain = Path(tempfile.mkdtemp()) / "plain.tif"
+        >>> tifffile.imwrite(plain, np.zeros((4, 4), np.uint16))
+        >>> is_geotiff(plain)
+        False
+
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    if not str(path).lower().endswith(_TIFF_SUFFIXES):
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page_tags = tif.pages[0].tags
+            tags = {
+                code: tuple(np.ravel(page_tags[code].value).tolist())
+                for code in _GEO_TAGS
+                if code in page_tags
+            }
+    except (tifffile.TiffFileError, ValueError, IndexError):
+        return False
+    if _has_crs(tuple(int(v) for v in tags.get(_GEO_KEY_DIRECTORY, ()))):
+        return True
+    if len(tags.get(_MODEL_TIEPOINT, ())) > 6:
+        return True
+    transform = _geotransform(tags)
+    return transform is not None and tuple(float(v) for v in transform) != _IDENTITY

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from autoseg.data import traps
-from autoseg.data.colors import ColorTable
 from autoseg.data.table import DataValidationError, check_with, load_table, validate_table
-from autoseg.problem import MaskValueCollector, Problem, read_class_names
+from autoseg.labels.colors import ColorTable
+from autoseg.labels.problem import MaskValueCollector, Problem, read_class_names
 
 VALIDATION_FRACTION = 0.1
 
@@ -32,7 +32,7 @@ def prepare_training_data(
 
     All problems of both tables are reported in one :class:`DataValidationError`, before
     anything is trained or written. The classes are discovered in the same single pass
-    over the masks (see :class:`~autoseg.problem.MaskValueCollector`).
+    over the masks (see :class:`~autoseg.labels.problem.MaskValueCollector`).
 
     Args:
         train_data: DataFrame or CSV path of training images and masks.
@@ -44,7 +44,7 @@ def prepare_training_data(
             ``classes.txt`` beside a training CSV, if there is one.
         seed: seed of the validation split.
         class_colors: for colour (RGB) masks, ``{(r, g, b): name}`` (``None`` = ignore);
-            see :mod:`autoseg.data.colors`.
+            see :mod:`autoseg.labels.colors`.
 
     Returns:
         (train table, validation table, problem).
@@ -118,7 +118,7 @@ def _warn_label_traps(
 ) -> None:
     """Warn about data that trains without error but likely not as the user meant."""
     traps.warn_few_images(train)
-    if problem.problem_type == "binary":
+    if problem.is_binary:
         traps.warn_empty_or_full(table, summaries[0])
         return
     if problem.colors is None and problem_type == "auto":

@@ -1,8 +1,9 @@
-"""SAM's input geometry: resize the longest side, normalise, pad to a square, and back.
+"""SAM's input geometry: resize the longest side, pad to a square, and back.
 
 Forward (images and masks): :func:`resize_longest_side` / :func:`resize_mask`, then
-:func:`normalize_image`, then :func:`pad_to_square` (bottom/right). Backward (model
-outputs at the padded resolution): :func:`restore_logits`.
+:func:`image_to_tensor` and :func:`pad_tensor` / :func:`pad_to_square` (bottom/right).
+The model normalises the pixel values itself (``autoseg.models.normalization``). Backward
+(model outputs at the padded resolution): :func:`restore_logits`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import get_worker_info
-
-SAM_PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
-SAM_PIXEL_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
-NORMALIZATIONS: tuple[str, ...] = ("sam", "minmax")
 
 
 @dataclass(frozen=True)
@@ -127,51 +124,15 @@ def pad_to_square(array: np.ndarray, size: int, value: float) -> np.ndarray:
     return np.pad(array, pad, mode="constant", constant_values=value)
 
 
-def normalize_image(image: np.ndarray, mode: str) -> torch.Tensor:
-    """Convert an ``(H, W, 3)`` uint8 image to a normalised ``(3, H, W)`` float32 tensor.
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """Convert an ``(H, W, 3)`` uint8 image to a ``(3, H, W)`` float32 tensor of 0..255 values.
 
-    Normalise before padding so that the padding is 0 in normalised space, as SAM does.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 image.
-        mode: ``"sam"`` subtracts SAM's pixel mean and divides by its std (original SAM
-            weights); ``"minmax"`` maps the image's own min..max to 0..1 (LiteMedSAM).
-
-    Returns:
-        ``(3, H, W)`` float32 tensor.
-
-    Raises:
-        ValueError: Unknown ``mode``.
+    Example:
+        >>> image_to_tensor(np.full((2, 4, 3), 7, np.uint8)).shape
+        torch.Size([3, 2, 4])
 
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    if mode == "sam":
-        mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
-        std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
-        return (tensor - mean) / std
-    if mode == "minmax":
-        low = tensor.min()
-        return (tensor - low) / torch.clamp(tensor.max() - low, min=1e-8)
-    raise ValueError(f"unknown normalization {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
-
-
-def preprocess_image(
-    image: np.ndarray, size: int, normalization: str = "sam"
-) -> tuple[torch.Tensor, ResizeInfo]:
-    """Resize, normalise and pad one image exactly as the training data is prepared.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 image (e.g. from :func:`autoseg.data.read_image`).
-        size: Side of the square model input.
-        normalization: See :func:`normalize_image`.
-
-    Returns:
-        ``(3, size, size)`` float32 tensor and the :class:`ResizeInfo` for
-        :func:`restore_logits`.
-
-    """
-    resized, info = resize_longest_side(image, size)
-    return pad_tensor(normalize_image(resized, normalization), size), info
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
 
 
 def pad_tensor(tensor: torch.Tensor, size: int, value: float = 0.0) -> torch.Tensor:

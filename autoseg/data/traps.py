@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from autoseg.data.findings import row_name, some
-from autoseg.data.masks import IGNORE_INDEX
 from autoseg.errors import AutosegWarning
+from autoseg.labels.masks import IGNORE_INDEX
 
 MIN_TRAINING_IMAGES = 5
 """Fewer distinct training images than this draws a warning."""

@@ -12,13 +12,16 @@ from autoseg.metrics.binary import (
     s_measure,
     weighted_f_measure,
 )
-from autoseg.metrics.multiclass import MulticlassMetricAccumulator
+from autoseg.metrics.multiclass import MULTICLASS_METRICS, MulticlassMetricAccumulator
+from autoseg.metrics.scorer import Scorer
 
 __all__ = [
     "BINARY_METRICS",
     "HIGHER_IS_BETTER",
+    "MULTICLASS_METRICS",
     "BinaryMetricAccumulator",
     "MulticlassMetricAccumulator",
+    "Scorer",
     "ber",
     "dice",
     "e_measure",

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+MULTICLASS_METRICS = ("miou", "acc")
+"""The data-set-level multi-class scores (plus ``iou/<class>`` per class)."""
+
 
 def _as_int_array(ids: np.ndarray, name: str) -> np.ndarray:
     """Return ``ids`` as an int64 array, rejecting non-integer label maps."""

@@ -16,7 +16,8 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from autoseg.models.resample import fit_vit_state_dict
+from autoseg.models.attention import DEFAULT_KERNEL, fuse_vit_attention
+from autoseg.models.resample import resample_vit_state_dict
 from autoseg.models.tiny_vit import TinyViT
 
 __all__ = ["DecoderArch", "TinyVitEncoder", "VitEncoder"]
@@ -25,6 +26,11 @@ __all__ = ["DecoderArch", "TinyVitEncoder", "VitEncoder"]
 @dataclass(frozen=True)
 class VitEncoder:
     """Meta's ``ImageEncoderViT``: windowed blocks with a few global ones, rel-pos attention.
+
+    Each block's ``attn`` is a :class:`~autoseg.models.attention.FusedAttention` (Meta's
+    parameters and state-dict keys, computed by ``scaled_dot_product_attention``);
+    ``attention`` is its kernel, one of :data:`~autoseg.models.attention.KERNELS`
+    (``"explicit"`` runs Meta's own forward).
 
     Example:
         >>> VitEncoder(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,)).stride
@@ -38,6 +44,7 @@ class VitEncoder:
     global_attn_indexes: tuple[int, ...]
     window_size: int = 14
     patch_size: int = 16
+    attention: str = DEFAULT_KERNEL
 
     @property
     def stride(self) -> int:
@@ -50,7 +57,7 @@ class VitEncoder:
 
     def build(self, size: int, out_chans: int) -> nn.Module:
         """The encoder for ``size`` x ``size`` inputs, ``out_chans`` embedding channels."""
-        return ImageEncoderViT(
+        encoder = ImageEncoderViT(
             img_size=size,
             patch_size=self.patch_size,
             embed_dim=self.embed_dim,
@@ -64,12 +71,14 @@ class VitEncoder:
             window_size=self.window_size,
             global_attn_indexes=self.global_attn_indexes,
         )
+        fuse_vit_attention(encoder, self.attention)
+        return encoder
 
     def fit_state_dict(
         self, state: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]
     ) -> dict[str, torch.Tensor]:
         """Resample the checkpoint's grid-sized position tables to the built input size."""
-        return fit_vit_state_dict(state, shapes)
+        return resample_vit_state_dict(state, shapes)
 
 
 @dataclass(frozen=True)

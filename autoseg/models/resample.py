@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_vit_state_dict", "resample_pos_embed", "resample_rel_pos"]
+__all__ = ["resample_vit_state_dict", "resample_pos_embed", "resample_rel_pos"]
 
 
 def resample_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -50,13 +50,13 @@ def resample_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return out[0].t().to(table.dtype).contiguous()
 
 
-def fit_vit_state_dict(
+def resample_vit_state_dict(
     state_dict: Mapping[str, torch.Tensor], target_shapes: Mapping[str, torch.Size]
 ) -> dict[str, torch.Tensor]:
     """Resample every ``pos_embed`` / ``rel_pos_h`` / ``rel_pos_w`` whose shape differs.
 
     Keys are matched exactly; tensors whose shapes already agree (windowed blocks' tables,
-    everything else) pass through untouched, so fitting to the same size is the identity.
+    everything else) pass through untouched, so resampling to the same size is the identity.
     Other shape mismatches are left for ``load_state_dict`` to report. The input mapping is
     not modified.
 
@@ -69,9 +69,9 @@ def fit_vit_state_dict(
         A new dict with the resampled tensors.
 
     Example:
-        >>> fitted = fit_vit_state_dict({"pos_embed": torch.zeros(1, 64, 64, 8)},
-        ...                             {"pos_embed": torch.Size([1, 16, 16, 8])})
-        >>> fitted["pos_embed"].shape
+        >>> resampled = resample_vit_state_dict({"pos_embed": torch.zeros(1, 64, 64, 8)},
+        ...                                     {"pos_embed": torch.Size([1, 16, 16, 8])})
+        >>> resampled["pos_embed"].shape
         torch.Size([1, 16, 16, 8])
 
     """

@@ -10,6 +10,7 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 
 from autoseg.models.backbones import SamParts, build_sam_parts
+from autoseg.models.normalization import build_normalization
 
 
 class MaskHead(nn.Module):
@@ -60,19 +61,24 @@ class MaskHead(nn.Module):
 
 
 class SamSegmenter(nn.Module):
-    """SAM run prompt-free: image encoder -> frozen no-mask prompt -> class-token mask head.
+    """SAM run prompt-free: normalise -> image encoder -> no-mask prompt -> class-token head.
 
+    The model carries its input contract: ``image_size`` (the square side it expects) and
+    its backbone's normalisation (``normalize``, with SAM's ``pixel_mean``/``pixel_std``
+    buffers or LiteMedSAM's per-image min-max), so callers pass plain pixel values.
     ``Sam.forward`` runs under ``no_grad``, so training calls the three parts directly.
 
     Example:
         >>> model, _ = build_segmenter("vit_tiny", num_classes=1)
-        >>> model(torch.zeros(1, 3, 64, 64)).shape
-        torch.Size([1, 1, 64, 64])
+        >>> images = torch.zeros(2, 3, 64, 64)  # pixel values 0..255, zero-padded
+        >>> model(images, valid_hw=torch.tensor([[64, 48], [32, 64]])).shape
+        torch.Size([2, 1, 64, 64])
 
     """
 
     def __init__(self, parts: SamParts, num_classes: int) -> None:
         super().__init__()
+        self.normalize = build_normalization(parts.weights.normalization)
         self.image_encoder = parts.image_encoder
         self.prompt_encoder = parts.prompt_encoder
         self.mask_head = MaskHead(parts.mask_decoder, num_classes)
@@ -92,9 +98,16 @@ class SamSegmenter(nn.Module):
                 module.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Return logits (B, K, S, S) at the input resolution for normalised images."""
-        embeddings = self.image_encoder(images)
+    def forward(self, images: torch.Tensor, valid_hw: torch.Tensor | None = None) -> torch.Tensor:
+        """Return logits (B, K, S, S) at the input resolution.
+
+        Args:
+            images: ``(B, 3, S, S)`` pixel values 0..255 (float or uint8), zero-padded at the
+                bottom/right beyond each image's valid region.
+            valid_hw: ``(B, 2)`` valid ``(h, w)`` per image; None: the whole input is valid.
+
+        """
+        embeddings = self.image_encoder(self.normalize(images, valid_hw))
         _, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
         low_res = self.mask_head(embeddings, image_pe.to(embeddings.dtype), dense)

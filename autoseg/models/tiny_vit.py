@@ -110,12 +110,21 @@ class WindowAttention(nn.Module):
     ``|dy| * window + |dx|``. The index is rebuilt from the window size, so it is kept out
     of the state_dict.
 
+    ``kernel`` picks the computation: ``"mask"`` (the default) hands the bias to
+    ``F.scaled_dot_product_attention`` as an additive mask, so the (windows, heads, N, N)
+    probabilities are never stored; ``"explicit"`` is ``softmax(q k^T * scale + bias) v``
+    written out, the reference (:func:`~autoseg.models.attention.set_attention_kernel`
+    switches a whole model).
+
     Example:
         >>> attn = WindowAttention(dim=32, num_heads=2, window_size=4)
         >>> attn(torch.zeros(5, 16, 32)).shape
         torch.Size([5, 16, 32])
 
     """
+
+    KERNELS = ("mask", "explicit")
+    kernel: str = "mask"
 
     def __init__(self, dim: int, num_heads: int, window_size: int) -> None:
         super().__init__()
@@ -136,7 +145,11 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if self.kernel == "explicit":
+            logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + bias
+            out = logits.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from autoseg.errors import AutosegError
 
 __all__ = [
-    "CheckpointNotFoundError",
-    "ChecksumMismatchError",
+    "WeightsNotFoundError",
+    "WeightsChecksumError",
     "PretrainedWeights",
     "autoseg_home",
     "checkpoint_dir",
@@ -32,12 +32,12 @@ __all__ = [
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-class CheckpointNotFoundError(AutosegError, FileNotFoundError):
-    """No checkpoint file for a backbone was found, and none could be downloaded."""
+class WeightsNotFoundError(AutosegError, FileNotFoundError):
+    """No pretrained weights file for a backbone was found, and none could be downloaded."""
 
 
-class ChecksumMismatchError(AutosegError, RuntimeError):
-    """A checkpoint file's sha256 is not the one published for it."""
+class WeightsChecksumError(AutosegError, RuntimeError):
+    """A pretrained weights file's sha256 is not the one published for it."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,9 @@ def resolve_checkpoint(
         Path of an existing checkpoint file.
 
     Raises:
-        CheckpointNotFoundError: ``explicit`` does not exist, or steps (2) and (3) found
+        WeightsNotFoundError: ``explicit`` does not exist, or steps (2) and (3) found
             nothing; the message says where to put the file.
-        ChecksumMismatchError: a cached, shipped or downloaded file has the wrong sha256.
+        WeightsChecksumError: a cached, shipped or downloaded file has the wrong sha256.
         ValueError: the backbone has no checkpoint at all (random test models).
 
     Example:
@@ -142,7 +142,7 @@ def resolve_checkpoint(
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise CheckpointNotFoundError(
+            raise WeightsNotFoundError(
                 f"model.checkpoint is {str(explicit)!r}, but no file exists at {path}"
             )
         return path
@@ -160,7 +160,7 @@ def resolve_checkpoint(
         return shipped
     if download and weights.url:
         return _download(weights, cached)
-    raise CheckpointNotFoundError(_missing_message(weights, cached))
+    raise WeightsNotFoundError(_missing_message(weights, cached))
 
 
 def _package_asset(weights: PretrainedWeights) -> Path | None:
@@ -183,7 +183,7 @@ def _verify(path: Path, weights: PretrainedWeights, fix: str) -> None:
         return
     actual = sha256_file(path)
     if actual != weights.sha256:
-        raise ChecksumMismatchError(
+        raise WeightsChecksumError(
             f"{path} has sha256 {actual}, but {weights.file} should have "
             f"{weights.sha256} (corrupt or a different file). To fix: {fix}; "
             "to load it anyway, pass it explicitly as model.checkpoint."
@@ -201,14 +201,14 @@ def _download(weights: PretrainedWeights, target: Path) -> Path:
     # Offline failures arrive as URLError, HTTPError, socket/SSL errors or HTTPException.
     except Exception as err:
         partial.unlink(missing_ok=True)
-        raise CheckpointNotFoundError(
+        raise WeightsNotFoundError(
             f"{_missing_message(weights, target)}\nThe download failed: {err!r}"
         ) from err
     if weights.sha256 is not None:
         actual = sha256_file(partial)
         if actual != weights.sha256:
             partial.unlink(missing_ok=True)
-            raise ChecksumMismatchError(
+            raise WeightsChecksumError(
                 f"Downloaded {weights.url} has sha256 {actual}, expected "
                 f"{weights.sha256}; the file was deleted. Try again, or download it "
                 f"yourself into {target.parent}."

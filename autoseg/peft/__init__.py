@@ -1,26 +1,51 @@
-"""Parameter-efficient fine-tuning of SAM's image encoder (Conv-LoRA, LoRA, decoder-only)."""
+"""Parameter-efficient fine-tuning of SAM's image encoder: a registry of methods.
+
+Each method is one module here (``conv_lora``, ``lora``, ``decoder_only``) that registers
+its settings dataclass, adapter layer and apply function with
+:func:`~autoseg.peft.registry.register_peft_method`.
+"""
 
 from autoseg.peft.apply import (
     PEFT_METHODS,
     adapter_parameter_counts,
     apply_peft,
     balance_loss,
+    balance_loss_weight,
     trainable_state_dict,
 )
-from autoseg.peft.conv_lora import ConvExpert, ConvLoRALinear
+from autoseg.peft.conv_lora import ConvExpert, ConvLoRAConfig, ConvLoRALinear
+from autoseg.peft.decoder_only import DecoderOnlyConfig
 from autoseg.peft.gate import NoisyTopOneGate, Routing, cv_squared
-from autoseg.peft.lora import LoRALinear
+from autoseg.peft.lora import LoRAConfig, LoRALinear
+from autoseg.peft.registry import (
+    PeftConfig,
+    PeftMethod,
+    get_peft_method,
+    peft_config,
+    peft_method_names,
+    register_peft_method,
+)
 
 __all__ = [
     "PEFT_METHODS",
     "ConvExpert",
+    "ConvLoRAConfig",
     "ConvLoRALinear",
+    "DecoderOnlyConfig",
+    "LoRAConfig",
     "LoRALinear",
     "NoisyTopOneGate",
+    "PeftConfig",
+    "PeftMethod",
     "Routing",
     "adapter_parameter_counts",
     "apply_peft",
     "balance_loss",
+    "balance_loss_weight",
     "cv_squared",
+    "get_peft_method",
+    "peft_config",
+    "peft_method_names",
+    "register_peft_method",
     "trainable_state_dict",
 ]

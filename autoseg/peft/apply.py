@@ -1,74 +1,46 @@
-"""Attach a PEFT method to a SAM-style model and inspect its trainable parameters."""
+"""Attach a registered PEFT method to a SAM-style model and inspect what trains."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
-from autoseg.peft.conv_lora import ConvLoRALinear
-from autoseg.peft.lora import LoRALinear
+from autoseg.peft.registry import PeftConfig, get_peft_method, peft_method_names, peft_methods
 
-PEFT_METHODS: tuple[str, ...] = ("conv_lora", "lora", "decoder_only")
-_PLANNED_METHODS: tuple[str, ...] = ("bitfit", "adapter", "vpt", "ssf")
+PEFT_METHODS: tuple[str, ...] = peft_method_names()
+"""The built-in methods' names; :func:`~autoseg.peft.registry.peft_method_names` is live."""
 _REQUIRED_CHILDREN: tuple[str, ...] = ("image_encoder", "prompt_encoder", "mask_head")
-_WRAPPED_ATTRIBUTE = "qkv"
 
 
-def _wrap_qkv_layers(
-    encoder: nn.Module, method: str, rank: int, alpha: float, num_experts: int
-) -> int:
-    """Replace every ``nn.Linear`` attribute named ``qkv`` under ``encoder``; return how many."""
-    targets = [
-        module
-        for module in encoder.modules()
-        # Only registered children: a `qkv` property or plain attribute is not a layer to wrap.
-        if isinstance(module._modules.get(_WRAPPED_ATTRIBUTE), nn.Linear)
-    ]
-    for parent in targets:
-        base = getattr(parent, _WRAPPED_ATTRIBUTE)
-        if method == "conv_lora":
-            wrapper: LoRALinear = ConvLoRALinear(base, rank, alpha, num_experts)
-        else:
-            wrapper = LoRALinear(base, rank, alpha)
-        setattr(parent, _WRAPPED_ATTRIBUTE, wrapper)
-    return len(targets)
+def apply_peft(model: nn.Module, method: str | PeftConfig, **settings: Any) -> nn.Module:
+    """Freeze the SAM encoders and attach a method's trainable adapters, in place.
 
-
-def apply_peft(
-    model: nn.Module,
-    method: str,
-    rank: int = 3,
-    alpha: float = 32.0,
-    num_experts: int = 8,
-) -> nn.Module:
-    """Freeze the SAM encoders and attach ``method``'s trainable adapters, in place.
-
-    ``image_encoder`` and ``prompt_encoder`` are frozen and ``mask_head`` is made fully
-    trainable. For ``"conv_lora"`` / ``"lora"`` every ``nn.Linear`` attribute named ``qkv``
-    inside ``image_encoder`` is wrapped (keeping the name, so state-dict keys become
-    ``...attn.qkv.base.weight``, ``...attn.qkv.lora_A.weight``, ...). New adapter weights are
-    created on the wrapped layer's device, so a model built under ``torch.device("meta")``
-    stays allocation-free.
+    ``image_encoder`` and ``prompt_encoder`` are frozen, ``mask_head`` is made fully trainable,
+    then the method's apply function inserts its adapters. New adapter weights are created on
+    the adapted layer's device, so a model built under ``torch.device("meta")`` stays
+    allocation-free.
 
     Args:
         model: Module with ``image_encoder``, ``prompt_encoder`` and ``mask_head`` children.
-        method: One of :data:`PEFT_METHODS`.
-        rank: LoRA rank ``r``.
-        alpha: LoRA ``alpha`` (scaling ``alpha / r``).
-        num_experts: Number of Conv-LoRA experts ``M`` (ignored by other methods).
+        method: A registered method's name (see :data:`PEFT_METHODS`) or its config.
+        **settings: With a name, the method's settings (e.g. ``rank=4``); defaults otherwise.
 
     Returns:
         ``model`` itself.
 
     Raises:
-        ValueError: On an unknown method, a missing child, or no ``qkv`` layer to adapt.
+        ValueError: An unknown method or setting, a missing child, or nothing to adapt.
+
+    Example:
+        >>> from autoseg.models.segmenter import build_segmenter
+        >>> model = apply_peft(build_segmenter("vit_tiny")[0], "lora", rank=2)
+        >>> adapter_parameter_counts(model)["lora"] > 0
+        True
 
     """
-    if method not in PEFT_METHODS:
-        raise ValueError(
-            f"Unknown PEFT method {method!r}; choose one of {PEFT_METHODS} "
-            f"({', '.join(_PLANNED_METHODS)} are planned but not implemented yet)"
-        )
+    config = _config(method, settings)
     missing = [name for name in _REQUIRED_CHILDREN if not hasattr(model, name)]
     if missing:
         raise ValueError(
@@ -77,20 +49,50 @@ def apply_peft(
     model.image_encoder.requires_grad_(False)
     model.prompt_encoder.requires_grad_(False)
     model.mask_head.requires_grad_(True)
-    if method in ("conv_lora", "lora"):
-        wrapped = _wrap_qkv_layers(model.image_encoder, method, rank, alpha, num_experts)
-        if wrapped == 0:
-            raise ValueError(
-                f"method {method!r} found no nn.Linear named {_WRAPPED_ATTRIBUTE!r} in "
-                "model.image_encoder (already adapted, or not a SAM/TinyViT encoder?)"
-            )
+    try:
+        get_peft_method(config.method).apply(model, config)
+    except ValueError as err:
+        raise ValueError(f"peft.method={config.method!r}: {err}") from err
     return model
 
 
-def balance_loss(model: nn.Module) -> torch.Tensor:
-    """Sum of the Conv-LoRA layers' load-balancing losses from their last forward.
+def _config(method: str | PeftConfig, settings: dict[str, Any]) -> PeftConfig:
+    if isinstance(method, PeftConfig):
+        if settings:
+            raise ValueError(f"pass settings inside the config, not as {sorted(settings)}")
+        return method
+    try:
+        spec = get_peft_method(method)
+    except ValueError as err:  # SettingsError is a ValueError
+        raise ValueError(f"Unknown PEFT method {method!r}; choose one of {PEFT_METHODS}") from err
+    unknown = sorted(set(settings) - set(spec.settings))
+    if unknown:
+        raise ValueError(f"{method!r} has no setting {unknown}; its settings: {spec.settings}")
+    return spec.config(**settings)
 
-    Multiply by the balance weight (0.01 in the paper) and add to the task loss.
+
+def balance_loss_weight(config: PeftConfig) -> float:
+    """The weight of a method's load-balancing loss: its ``balance_weight``, else 0.
+
+    Example:
+        >>> from autoseg.peft.lora import LoRAConfig
+        >>> balance_loss_weight(LoRAConfig())
+        0.0
+
+    """
+    return float(getattr(config, "balance_weight", 0.0))
+
+
+def _adapter_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that are a registered method's adapter layer."""
+    kinds = tuple(m.layer for m in peft_methods() if m.layer is not None)
+    return [module for module in model.modules() if isinstance(module, kinds)]
+
+
+def balance_loss(model: nn.Module) -> torch.Tensor:
+    """Sum of the adapter layers' load-balancing losses from their last forward.
+
+    Multiply by :func:`balance_loss_weight` (0.01 in the paper) and add to the task loss.
 
     Args:
         model: Any module, adapted or not.
@@ -100,9 +102,9 @@ def balance_loss(model: nn.Module) -> torch.Tensor:
 
     """
     losses = [
-        module.balance_loss
-        for module in model.modules()
-        if isinstance(module, ConvLoRALinear) and module.balance_loss is not None
+        loss
+        for layer in _adapter_layers(model)
+        if isinstance(loss := getattr(layer, "balance_loss", None), torch.Tensor)
     ]
     if losses:
         return torch.stack(losses).sum()
@@ -143,19 +145,15 @@ def adapter_parameter_counts(model: nn.Module) -> dict[str, int]:
         parameters under mask_head, "trainable": all trainable, "total": all}``.
 
     """
-    lora = moe_conv = 0
-    for module in model.modules():
-        if isinstance(module, LoRALinear):
-            lora += module.lora_A.weight.numel() + module.lora_B.weight.numel()
-        if isinstance(module, ConvLoRALinear):
-            moe_parts = (module.experts, module.gate)
-            moe_conv += sum(p.numel() for part in moe_parts for p in part.parameters())
+    groups = {"lora": 0, "moe_conv": 0}
+    for layer in _adapter_layers(model):
+        for group, count in getattr(layer, "parameter_groups", dict)().items():
+            groups[group] = groups.get(group, 0) + count
     head = getattr(model, "mask_head", None)
     decoder = 0 if head is None else sum(p.numel() for p in head.parameters() if p.requires_grad)
     params = list(model.parameters())
     return {
-        "lora": lora,
-        "moe_conv": moe_conv,
+        **groups,
         "decoder": decoder,
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "total": sum(p.numel() for p in params),

@@ -8,14 +8,36 @@ Model", ICLR 2024. For ``z = A(x)`` on the token map (NHWC),
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from autoseg.peft.gate import NoisyTopOneGate, Routing
-from autoseg.peft.lora import LoRALinear, autocast_active
+from autoseg.peft.lora import LoRALinear, autocast_active, wrap_qkv_layers
+from autoseg.peft.registry import PeftConfig, register_peft_method
+from autoseg.rules import setting
+
+
+@dataclass
+class ConvLoRAConfig(PeftConfig):
+    """Conv-LoRA's settings, the paper's defaults (r = 3, alpha = 32, M = 8 experts).
+
+    ``balance_weight`` scales the experts' load-balancing loss added to the task loss.
+
+    Example:
+        >>> ConvLoRAConfig(num_experts=4).to_dict()
+        {'method': 'conv_lora', 'rank': 3, 'alpha': 32.0, 'num_experts': 4, 'balance_weight': 0.01}
+
+    """
+
+    method: ClassVar[str] = "conv_lora"
+    rank: int = setting(3, at_least=1)
+    alpha: float = setting(32.0, above=0)
+    num_experts: int = setting(8, at_least=1)
+    balance_weight: float = setting(0.01, at_least=0)
 
 
 def _inside_backward() -> bool:
@@ -182,7 +204,24 @@ class ConvLoRALinear(LoRALinear):
         grouped = grouped * weight.view(-1, 1, 1, 1)
         return grouped.index_select(0, torch.argsort(order)).to(z.dtype)
 
+    def parameter_groups(self) -> dict[str, int]:
+        """Adapter parameters by the paper's columns: LoRA and MoE-conv (experts + gate)."""
+        moe = sum(p.numel() for part in (self.experts, self.gate) for p in part.parameters())
+        return {**super().parameter_groups(), "moe_conv": moe}
+
     def __getstate__(self) -> dict[str, Any]:
         """Drop the stored loss: a non-leaf tensor would break ``copy.deepcopy``/pickling."""
         state = super().__getstate__()
         return {**state, "balance_loss": None}
+
+
+def apply_conv_lora(model: nn.Module, config: ConvLoRAConfig) -> None:
+    """Wrap the image encoder's ``qkv`` layers in :class:`ConvLoRALinear`."""
+
+    def wrap(base: nn.Linear) -> ConvLoRALinear:
+        return ConvLoRALinear(base, config.rank, config.alpha, config.num_experts)
+
+    wrap_qkv_layers(model.image_encoder, wrap)
+
+
+register_peft_method("conv_lora", ConvLoRAConfig, ConvLoRALinear, apply_conv_lora, position=0)

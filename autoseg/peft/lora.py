@@ -1,11 +1,37 @@
-"""Plain LoRA adapter around a frozen ``nn.Linear`` (the base of Conv-LoRA)."""
+"""The ``lora`` method: LoRA on every fused ``qkv`` linear layer of the image encoder.
+
+Also the base of Conv-LoRA: :class:`LoRALinear` and :func:`wrap_qkv_layers` are shared.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from autoseg.peft.registry import PeftConfig, register_peft_method
+from autoseg.rules import setting
+
+WRAPPED_ATTRIBUTE = "qkv"
+
+
+@dataclass
+class LoRAConfig(PeftConfig):
+    """LoRA's settings (the Conv-LoRA paper's LoRA row: r = 3, alpha = 32).
+
+    Example:
+        >>> LoRAConfig(rank=4).to_dict()
+        {'method': 'lora', 'rank': 4, 'alpha': 32.0}
+
+    """
+
+    method: ClassVar[str] = "lora"
+    rank: int = setting(3, at_least=1)
+    alpha: float = setting(32.0, above=0)
 
 
 def adapter_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -121,3 +147,43 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         """Rank and scaling next to the module tree in ``print(model)``."""
         return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:g}"
+
+    def parameter_groups(self) -> dict[str, int]:
+        """Adapter parameters by the paper's columns: ``{"lora": A + B}``."""
+        return {"lora": self.lora_A.weight.numel() + self.lora_B.weight.numel()}
+
+
+def wrap_qkv_layers(encoder: nn.Module, wrap: Callable[[nn.Linear], nn.Module]) -> int:
+    """Replace every ``nn.Linear`` child named ``qkv`` under ``encoder`` by ``wrap(layer)``.
+
+    The name is kept, so state-dict keys become ``...attn.qkv.base.weight``, ...
+
+    Returns:
+        How many layers were wrapped.
+
+    Raises:
+        ValueError: there is no such layer (already adapted, or not a SAM/TinyViT encoder).
+
+    """
+    targets = [
+        module
+        for module in encoder.modules()
+        # Only registered children: a `qkv` property or plain attribute is not a layer to wrap.
+        if isinstance(module._modules.get(WRAPPED_ATTRIBUTE), nn.Linear)
+    ]
+    if not targets:
+        raise ValueError(
+            f"found no nn.Linear named {WRAPPED_ATTRIBUTE!r} in model.image_encoder "
+            "(already adapted, or not a SAM/TinyViT encoder?)"
+        )
+    for parent in targets:
+        setattr(parent, WRAPPED_ATTRIBUTE, wrap(getattr(parent, WRAPPED_ATTRIBUTE)))
+    return len(targets)
+
+
+def apply_lora(model: nn.Module, config: LoRAConfig) -> None:
+    """Wrap the image encoder's ``qkv`` layers in :class:`LoRALinear`."""
+    wrap_qkv_layers(model.image_encoder, lambda base: LoRALinear(base, config.rank, config.alpha))
+
+
+register_peft_method("lora", LoRAConfig, LoRALinear, apply_lora, position=1)

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from autoseg.errors import SettingsError
-
-IGNORE_INDEX = 255
+from autoseg.labels.masks import IGNORE_INDEX
 
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from autoseg.config import LossConfig, OptimConfig
 from autoseg.metrics import BinaryMetricAccumulator, MulticlassMetricAccumulator
 from autoseg.models.segmenter import SamSegmenter
+from autoseg.peft import PeftConfig, balance_loss_weight
 from autoseg.training.losses import task_loss
 from autoseg.training.step import linear_decay, make_optimizer, training_loss
 
@@ -23,15 +24,17 @@ class SegmentationTask(L.LightningModule):
         optim: optimiser and schedule settings.
         loss: task loss settings.
         eval_metric: the validation metric logged as ``val_<metric>``.
-        balance_weight: weight of Conv-LoRA's load-balancing loss.
+        peft: the PEFT method's settings; its ``balance_weight`` (Conv-LoRA's) weighs the
+            adapters' load-balancing loss. None, or a method without one: weight 0.
 
     Example:
         >>> from autoseg.builder import build_model
         >>> from autoseg.config import Config
         >>> config = Config().with_overrides({"model.backbone": "vit_tiny", "data.image_size": 64})
-        >>> task = SegmentationTask(build_model(config, 1)[0], config.optim, config.loss, "iou")
-        >>> task.hparams["optim"]["lr"], task.hparams["eval_metric"]
-        (0.0001, 'iou')
+        >>> model = build_model(config, 1)[0]
+        >>> task = SegmentationTask(model, config.optim, config.loss, "iou", config.peft)
+        >>> task.hparams["optim"]["lr"], task.hparams["eval_metric"], task.balance_weight
+        (0.0001, 'iou', 0.01)
 
     """
 
@@ -41,17 +44,19 @@ class SegmentationTask(L.LightningModule):
         optim: OptimConfig,
         loss: LossConfig,
         eval_metric: str,
-        balance_weight: float = 0.01,
+        peft: PeftConfig | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.loss = loss
-        self.balance_weight = balance_weight
+        self.balance_weight = 0.0 if peft is None else balance_loss_weight(peft)
         self.eval_metric = eval_metric
         # Plain data only: resume checkpoints are read back with weights_only=True.
         hyperparameters = {"optim": dataclasses.asdict(optim), "loss": dataclasses.asdict(loss)}
-        hyperparameters.update(eval_metric=eval_metric, balance_weight=balance_weight)
+        if peft is not None:
+            hyperparameters["peft"] = peft.to_dict()
+        hyperparameters.update(eval_metric=eval_metric, balance_weight=self.balance_weight)
         self.save_hyperparameters(hyperparameters)
         self._accumulator: BinaryMetricAccumulator | MulticlassMetricAccumulator | None = None
         # Resume checkpoints hold only the trainable weights; the frozen backbone is rebuilt.
@@ -62,12 +67,12 @@ class SegmentationTask(L.LightningModule):
         """One logit map means a binary problem."""
         return self.model.num_classes == 1
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Return logits (B, K, S, S)."""
-        return self.model(images)
+    def forward(self, images: torch.Tensor, valid_hw: torch.Tensor | None = None) -> torch.Tensor:
+        """Return logits (B, K, S, S) for pixel values 0..255 (see ``SamSegmenter``)."""
+        return self.model(images, valid_hw)
 
     def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch["image"])
+        logits = self.model(batch["image"], batch["resized_hw"])
         loss = task_loss(logits.float(), batch["mask"], self.loss.binary)
         return loss, logits
 
@@ -84,8 +89,9 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Task loss plus the weighted Conv-LoRA load-balancing loss."""
+        images, valid_hw = batch["image"], batch["resized_hw"]
         total, moe, _ = training_loss(
-            self.model, batch["image"], batch["mask"], self.loss, self.balance_weight
+            self.model, images, batch["mask"], self.loss, self.balance_weight, valid_hw
         )
         size = batch["image"].shape[0]
         self.log("train_loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)

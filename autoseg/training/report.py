@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-CURVE_FILE = "training_curve.png"
-
 
 def epoch_table(metrics_csv: Path) -> pd.DataFrame:
     """One row per epoch with the epoch-level columns Lightning logged (NaN where absent)."""
@@ -16,14 +14,13 @@ def epoch_table(metrics_csv: Path) -> pd.DataFrame:
     return log.groupby("epoch")[columns].mean(numeric_only=True)
 
 
-def plot_training_curve(folder: Path, eval_metric: str) -> Path | None:
-    """Draw loss and validation metric per epoch into ``folder/training_curve.png``.
+def plot_training_curve(metrics_csv: Path, path: Path, eval_metric: str) -> Path | None:
+    """Draw loss and validation metric per epoch from ``metrics_csv`` into the PNG ``path``.
 
     Returns:
-        The PNG path, or ``None`` when the log holds no completed epoch yet.
+        ``path``, or ``None`` when the log holds no completed epoch yet.
 
     """
-    metrics_csv = folder / "logs" / "metrics.csv"
     if not metrics_csv.is_file():
         return None
     table = epoch_table(metrics_csv)
@@ -46,6 +43,5 @@ def plot_training_curve(folder: Path, eval_metric: str) -> Path | None:
         metric_ax.plot(series.index, series.values, marker="o", color="tab:green")
     metric_ax.set(title=f"validation {eval_metric}", xlabel="epoch")
     fig.tight_layout()
-    path = folder / CURVE_FILE
     fig.savefig(path, dpi=100)
     return path

@@ -20,14 +20,19 @@ def training_loss(
     target: torch.Tensor,
     loss: LossConfig,
     balance_weight: float,
+    valid_hw: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Task loss plus the weighted Conv-LoRA balance loss of one forward pass.
+
+    ``images`` are pixel values 0..255 with each image's valid ``(h, w)`` in ``valid_hw``
+    (see :meth:`SamSegmenter.forward <autoseg.models.segmenter.SamSegmenter.forward>`);
+    ``balance_weight`` is :func:`autoseg.peft.balance_loss_weight` of the method's config.
 
     Returns:
         (total loss, balance loss, logits).
 
     """
-    logits = model(images)
+    logits = model(images, valid_hw)
     moe = balance_loss(model)
     total = task_loss(logits.float(), target, loss.binary) + balance_weight * moe.to(logits.device)
     return total, moe, logits
@@ -56,24 +61,28 @@ def train_step(
     optim: OptimConfig,
     balance_weight: float,
     autocast_dtype: torch.dtype | None = None,
+    valid_hw: torch.Tensor | None = None,
 ) -> float:
     """One optimiser step without Lightning (forward, backward, clip, step); returns the loss.
 
     Example:
         >>> from autoseg.builder import build_model
         >>> from autoseg.config import Config
+        >>> from autoseg.peft import balance_loss_weight
         >>> config = Config().with_overrides({"model.backbone": "vit_tiny", "data.image_size": 64})
         >>> model, _ = build_model(config, 1, pretrained=False)
         >>> optimizer = make_optimizer(model, config.optim)
-        >>> images, target = torch.zeros(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.long)
-        >>> step = train_step(model, optimizer, images, target, config.loss, config.optim, 0.01)
+        >>> images = torch.randint(0, 256, (1, 3, 64, 64)).float()
+        >>> target = torch.zeros(1, 64, 64, dtype=torch.long)
+        >>> weight = balance_loss_weight(config.peft)
+        >>> step = train_step(model, optimizer, images, target, config.loss, config.optim, weight)
         >>> step > 0
         True
 
     """
     device_type = images.device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        total, _, _ = training_loss(model, images, target, loss, balance_weight)
+        total, _, _ = training_loss(model, images, target, loss, balance_weight, valid_hw)
     total.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)

@@ -15,10 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from autoseg.training.fit import RESUME_DIR, resume_checkpoint
-
-RUN_FILE = "run.yaml"
-"""The interrupted run's preset and config, beside its resume checkpoint."""
+from autoseg.folder import PredictorFolder
 
 
 def is_ddp_worker() -> bool:
@@ -61,8 +58,9 @@ def settle_failed_fit(folder: Path, created: Path | None) -> str | None:
     """
     if not folder.exists():
         return None
-    checkpoint = resume_checkpoint(folder)
-    if checkpoint.is_file() and (folder / RESUME_DIR / RUN_FILE).is_file():
+    paths = PredictorFolder(folder)
+    checkpoint = paths.resume_checkpoint
+    if checkpoint.is_file() and paths.run_file.is_file():
         return (
             f"autoseg: the fit stopped; {folder} keeps its resume checkpoint ({checkpoint}). "
             "Fix the cause, then call fit(..., resume=True) with the same path and data to "

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.data.masks import (
+from autoseg.errors import SettingsError
+from autoseg.labels.masks import (
     IGNORE_INDEX,
     MaskFormatError,
     format_colours,
     pack_rgb,
     unpack_rgb,
 )
-from autoseg.errors import SettingsError
 
 RGB = tuple[int, int, int]
 IGNORE_NAMES = ("ignore",)

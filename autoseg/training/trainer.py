@@ -1,15 +1,13 @@
-"""Run one fit: Trainer set-up (precision, clipping, accumulation, early stop, time limit)."""
+"""One training run: Trainer set-up (precision, clipping, accumulation, early stop, time limit)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,6 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from autoseg.config import Config
 from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.folder import PredictorFolder
 from autoseg.metrics import HIGHER_IS_BETTER
 from autoseg.runtime import resolve_runtime
 from autoseg.training.callbacks import BestWeightsKeeper, TimeBudget
@@ -25,8 +24,8 @@ from autoseg.training.module import SegmentationTask
 
 
 @dataclass
-class FitResult:
-    """What a fit did: epochs and steps run, best validation score, wall time."""
+class TrainingResult:
+    """What a training run did: epochs and steps run, best validation score, wall time."""
 
     epochs: int
     steps: int
@@ -39,15 +38,6 @@ class FitResult:
 def metric_mode(metric: str) -> str:
     """``max`` for scores, ``min`` for errors (mae, ber)."""
     return "max" if HIGHER_IS_BETTER.get(metric, True) else "min"
-
-
-RESUME_DIR = "resume"
-RESUME_FILE = "last.ckpt"
-
-
-def resume_checkpoint(folder: Path) -> Path:
-    """Where the resume checkpoint of a predictor folder lives."""
-    return folder / RESUME_DIR / RESUME_FILE
 
 
 def resolve_strategy(config: Config) -> tuple[int, str]:
@@ -71,7 +61,7 @@ def resolve_strategy(config: Config) -> tuple[int, str]:
 
 def build_trainer(
     config: Config,
-    folder: Path,
+    folder: PredictorFolder,
     monitor: str,
     time_limit: float | None,
     verbosity: int,
@@ -88,8 +78,9 @@ def build_trainer(
         check_finite=False,
         strict=False,
     )
+    # save_last writes ``last.ckpt``: folder.resume_checkpoint.
     resume_saver = ModelCheckpoint(
-        dirpath=folder / RESUME_DIR,
+        dirpath=folder.resume_dir,
         filename="step{step}",
         save_top_k=0,
         save_last=True,
@@ -113,14 +104,16 @@ def build_trainer(
         accumulate_grad_batches=max(1, env.effective_batch_size // env.batch_size),
         callbacks=callbacks,
         logger=[
-            CSVLogger(str(folder), name="logs", version=""),
-            TensorBoardLogger(str(folder), name="logs", version="tensorboard"),
+            CSVLogger(str(folder.root), name=folder.logs.name, version=""),
+            TensorBoardLogger(
+                str(folder.root), name=folder.logs.name, version=folder.tensorboard.name
+            ),
         ],
         enable_progress_bar=verbosity >= 2,
         enable_model_summary=verbosity >= 3,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
-        default_root_dir=str(folder),
+        default_root_dir=str(folder.root),
     )
     return trainer, keeper
 
@@ -140,20 +133,21 @@ def _quiet_lightning(verbosity: int) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def run_fit(
+def run_training(
     task: SegmentationTask,
     datamodule: SegmentationDataModule,
     config: Config,
-    folder: Path,
+    folder: PredictorFolder,
     time_limit: float | None = None,
     verbosity: int = 2,
     resume: bool = False,
-) -> FitResult:
+) -> TrainingResult:
     """Train ``task`` on ``datamodule``; the best validated weights end up in the model.
 
     With ``resume``, training continues from the folder's last resume checkpoint (loaded
-    with ``weights_only=True``: tensors and plain data only, no code). The checkpoint is
-    removed after a successful fit, so a finished predictor folder holds no pickle files.
+    with ``weights_only=True``: tensors and plain data only, no code). The training
+    workflow removes it once the predictor is saved, so a finished predictor folder holds
+    no pickle files.
     """
     if config.env.num_threads > 0:
         torch.set_num_threads(config.env.num_threads)
@@ -167,15 +161,16 @@ def run_fit(
         trainer, keeper = build_trainer(
             config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
         )
-        ckpt = resume_checkpoint(folder) if resume else None
+        ckpt = folder.resume_checkpoint if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         if keeper.best_score is None:
             # Stopped (max_steps, time limit) before any validation: score the final weights
             # so the saved predictor always carries a measured validation score.
             trainer.validate(task, datamodule=datamodule, verbose=False)
-    if trainer.is_global_zero:
-        shutil.rmtree(folder / RESUME_DIR, ignore_errors=True)
-    return FitResult(
+        # The finished run, best weights included, stays resumable until the predictor is
+        # saved: a failure while saving then loses no training.
+        trainer.save_checkpoint(folder.resume_checkpoint)
+    return TrainingResult(
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
         best_score=keeper.best_score,

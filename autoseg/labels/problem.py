@@ -11,20 +11,21 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.data.colors import ColorTable
 from autoseg.data.findings import DataValidationError
-from autoseg.data.masks import (
+from autoseg.errors import AutosegWarning, SettingsError
+from autoseg.labels.colors import ColorTable
+from autoseg.labels.masks import (
     IGNORE_INDEX,
     MaskFormatError,
     as_single_channel,
     binary_target,
     distinct_values,
     encode_multiclass,
+    is_binary_values,
 )
-from autoseg.errors import AutosegWarning, SettingsError
+from autoseg.metrics import BINARY_METRICS, MULTICLASS_METRICS, Scorer
 
 PROBLEM_TYPES = ("auto", "binary", "multiclass")
-BINARY_VALUE_SETS = ({0, 1}, {0, 255})
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,15 @@ class Problem:
         class_names: one readable name per class.
         colors: for colour (RGB) masks, the colour-to-class table from ``class_colors``.
 
+    It owns the policy that follows from the label space: binary or not, the number of
+    outputs, the default metric, the metric names and the scorer.
+
     Example:
         >>> problem = Problem("multiclass", classes=(0, 3, 7), class_names=("bg", "a", "b"))
         >>> problem.to_original(np.array([[0, 2]])).tolist()
         [[0, 7]]
+        >>> problem.is_binary, problem.num_outputs, problem.default_metric
+        (False, 3, 'miou')
 
     """
 
@@ -51,21 +57,43 @@ class Problem:
     colors: ColorTable | None = None
 
     @property
+    def is_binary(self) -> bool:
+        """One foreground class against the background (one sigmoid output)."""
+        return self.problem_type == "binary"
+
+    @property
     def num_outputs(self) -> int:
         """Logit maps the model produces: 1 for binary (sigmoid), K for multi-class."""
-        return 1 if self.problem_type == "binary" else len(self.classes)
+        return 1 if self.is_binary else len(self.classes)
+
+    @property
+    def default_metric(self) -> str:
+        """The validation metric when none is given: ``iou`` (binary) or ``miou``."""
+        return "iou" if self.is_binary else "miou"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric ``evaluate`` reports for this problem."""
+        if self.is_binary:
+            return tuple(BINARY_METRICS)
+        names = self.class_names or tuple(str(k) for k in range(len(self.classes)))
+        return (*MULTICLASS_METRICS, *(f"iou/{name}" for name in names))
+
+    def new_scorer(self, metrics: Sequence[str] | None = None) -> Scorer:
+        """A fresh scorer of predictions against targets for ``metrics`` (``None``: all)."""
+        return Scorer(self.num_outputs, metrics, self.class_names or None)
 
     def target(self, raw_mask: np.ndarray) -> np.ndarray:
         """Turn a raw mask into class ids 0..K-1 with 255 = ignore."""
         if self.colors is not None:
             return self.colors.encode(raw_mask)
-        if self.problem_type == "binary":
+        if self.is_binary:
             return binary_target(raw_mask)
         return encode_multiclass(raw_mask, self.classes)
 
     def to_original(self, ids: np.ndarray) -> np.ndarray:
         """Map contiguous class ids back to the user's original mask values."""
-        if self.problem_type == "binary":
+        if self.is_binary:
             return ids.astype(np.uint8)
         lookup = np.asarray(self.classes, dtype=np.uint8)
         return lookup[ids]
@@ -134,7 +162,7 @@ class MaskValueCollector:
                 f"has values {bad[:10]} outside 0..255; masks must hold 8-bit class ids "
                 "(0..254, 255 = ignore), or 0/1 or 0/255 for binary tasks"
             )
-        if self.problem_type == "binary" and not any(values <= s for s in BINARY_VALUE_SETS):
+        if self.problem_type == "binary" and not is_binary_values(values):
             found = sorted(values)[:10]
             return (
                 f"has values {found}, but a binary mask must hold only 0/255 or 0/1; "
@@ -161,7 +189,7 @@ class MaskValueCollector:
                     f"{list(names)}; with class_colors, name the classes there only"
                 )
             return Problem("multiclass", tuple(range(len(names))), names, self.colors)
-        is_binary = all(any(v <= s for s in BINARY_VALUE_SETS) for v in self.binary_sets)
+        is_binary = all(is_binary_values(v) for v in self.binary_sets)
         # more than two names (e.g. classes.txt) says multi-class even if a subset looks binary
         is_binary = is_binary and not (class_names and len(class_names) > 2)
         if self.problem_type == "binary" or (self.problem_type == "auto" and is_binary):

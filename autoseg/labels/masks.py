@@ -16,6 +16,15 @@ from autoseg.errors import AutosegError
 IGNORE_INDEX = 255
 """Target value for pixels that are excluded from the loss and the metrics."""
 
+BINARY_VALUE_SETS: tuple[frozenset[int], ...] = (frozenset({0, 1}), frozenset({0, 255}))
+"""The value sets a binary mask may hold: 0/1 (foreground 1) or 0/255 (foreground 255)."""
+
+
+def is_binary_values(values: set[int] | frozenset[int]) -> bool:
+    """Whether a mask's distinct values fit one of :data:`BINARY_VALUE_SETS`."""
+    return any(values <= allowed for allowed in BINARY_VALUE_SETS)
+
+
 _EXPECTED_BINARY = "binary masks must hold only 0 and 1, or only 0 and 255 (255 = foreground)"
 
 
@@ -161,51 +170,12 @@ def binary_target(mask: np.ndarray) -> np.ndarray:
     """
     mask = as_single_channel(mask)
     values = distinct_values(mask)
-    if values <= {0, 1}:
+    ones, two_fifty_five = BINARY_VALUE_SETS
+    if values <= ones:
         return mask.astype(np.uint8)
-    if values <= {0, 255}:
+    if values <= two_fifty_five:
         return (mask == 255).astype(np.uint8)
     raise MaskFormatError(f"found values {_format_values(values)}; {_EXPECTED_BINARY}")
-
-
-def infer_problem(masks: Iterable[np.ndarray]) -> tuple[str, list[int]]:
-    """Decide from the masks whether the task is binary or multi-class.
-
-    The task is ``"binary"`` when every mask holds values within {0, 1} or within {0, 255}
-    (masks of both kinds may be mixed). Otherwise it is ``"multiclass"`` and the classes are
-    all distinct values except 255, which means ignore. So a binary data set with ignore
-    pixels ({0, 1, 255}) is reported as multi-class with classes ``[0, 1]``.
-
-    Args:
-        masks: Raw masks (``read_mask`` output); iterated once.
-
-    Returns:
-        ``("binary", [0, 1])`` or ``("multiclass", sorted_class_values)``.
-
-    Raises:
-        MaskFormatError: No masks were given, a mask is a colour mask, or a value is
-            outside 0..255 (class ids must fit in 0..254; 255 is reserved for ignore).
-
-    """
-    union: set[int] = set()
-    binary = True
-    count = 0
-    for mask in masks:
-        values = distinct_values(as_single_channel(mask))
-        union |= values
-        binary = binary and (values <= {0, 1} or values <= {0, 255})
-        count += 1
-    if count == 0:
-        raise MaskFormatError("no masks given; cannot tell binary from multi-class")
-    if binary:
-        return "binary", [0, 1]
-    bad = {v for v in union if v < 0 or v > IGNORE_INDEX}
-    if bad:
-        raise MaskFormatError(
-            f"found values {_format_values(bad)} outside 0..255; class ids must be "
-            "0..254 with 255 meaning ignore"
-        )
-    return "multiclass", sorted(union - {IGNORE_INDEX})
 
 
 def encode_multiclass(mask: np.ndarray, classes: Sequence[int]) -> np.ndarray:
