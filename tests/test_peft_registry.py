@@ -1,7 +1,8 @@
-"""The ``peft`` config section: its keys are the chosen method's settings (the PEFT registry)."""
+"""The PEFT registry, and the ``peft`` config section whose keys are the chosen method's."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,7 +12,20 @@ import torch
 from autoseg.builder import build_model
 from autoseg.config import Config, UnknownHyperparameterError
 from autoseg.errors import SettingsError
-from autoseg.peft import ConvLoRAConfig, DecoderOnlyConfig, LoRAConfig, registry
+from autoseg.peft import (
+    PEFT_METHODS,
+    ConvLoRAConfig,
+    ConvLoRALinear,
+    DecoderOnlyConfig,
+    LoRAConfig,
+    LoRALinear,
+    adapter_parameter_counts,
+    apply_peft,
+    balance_loss_weight,
+    get_peft_method,
+    peft_method_names,
+    registry,
+)
 from autoseg.peft.registry import PeftConfig, register_peft_method
 from autoseg.rules import setting
 
@@ -67,8 +81,7 @@ def test_to_dict_holds_the_method_and_only_its_settings_and_round_trips(method):
     config = Config().with_overrides({"peft.method": method})
     peft = config.to_dict()["peft"]
     assert list(peft)[0] == "method" and peft["method"] == method
-    fields = {f.name for f in config.peft.__dataclass_fields__.values()} - {"method"}
-    assert set(peft) - {"method"} == fields
+    assert set(peft) - {"method"} == {f.name for f in dataclasses.fields(config.peft)}
     assert list(config.to_dict()) == ["model", "peft", "optim", "data", "loss", "env"]
     assert Config.from_dict(config.to_dict()) == config
 
@@ -141,3 +154,47 @@ def test_registration_refuses_a_taken_name_or_a_mismatched_config(monkeypatch):
         register_peft_method("conv_lora", AnotherConvLoRA, None, _train_encoder_biases)
     with pytest.raises(ValueError, match="BiasOnlyConfig.method is 'bias_only'"):
         register_peft_method("lora_plus", BiasOnlyConfig, None, _train_encoder_biases)
+
+
+# 9. the registry ----------------------------------------------------------------------------
+
+
+def test_builtin_methods_register_themselves_in_the_papers_order() -> None:
+    assert PEFT_METHODS == peft_method_names()[:3] == ("conv_lora", "lora", "decoder_only")
+    layers = {name: get_peft_method(name).layer for name in PEFT_METHODS}
+    assert layers == {"conv_lora": ConvLoRALinear, "lora": LoRALinear, "decoder_only": None}
+    assert get_peft_method("conv_lora").settings == (
+        "rank",
+        "alpha",
+        "num_experts",
+        "balance_weight",
+    )
+    assert get_peft_method("lora").settings == ("rank", "alpha")
+    assert get_peft_method("decoder_only").settings == ()
+
+
+def test_apply_peft_takes_a_config_or_a_name_with_that_methods_settings() -> None:
+    torch.manual_seed(0)
+    by_config = apply_peft(_sam(), ConvLoRAConfig(rank=2, num_experts=3))
+    torch.manual_seed(0)
+    by_name = apply_peft(_sam(), "conv_lora", rank=2, num_experts=3)
+    assert adapter_parameter_counts(by_config) == adapter_parameter_counts(by_name)
+    layer = by_config.image_encoder.blocks[0].attn.qkv
+    assert (layer.rank, len(layer.experts)) == (2, 3)
+    with pytest.raises(ValueError, match=r"'lora' has no setting \['num_experts'\]"):
+        apply_peft(_sam(), "lora", num_experts=4)
+    with pytest.raises(ValueError, match="inside the config"):
+        apply_peft(_sam(), LoRAConfig(), rank=2)
+
+
+def test_balance_weight_lives_in_the_method_config() -> None:
+    assert balance_loss_weight(ConvLoRAConfig()) == 0.01
+    assert balance_loss_weight(ConvLoRAConfig(balance_weight=0.02)) == 0.02
+    assert balance_loss_weight(LoRAConfig()) == 0.0
+    assert balance_loss_weight(DecoderOnlyConfig()) == 0.0
+
+
+def _sam() -> torch.nn.Module:
+    from autoseg.models.segmenter import build_segmenter
+
+    return build_segmenter("vit_tiny")[0]
