@@ -20,10 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from autoseg.atomic import atomic_write_bytes, atomic_write_text
-from autoseg.data.table import load_table
 from autoseg.errors import OutputExistsError
 
 MANIFEST = ".autoseg-predictions.json"
@@ -100,17 +97,6 @@ def foreign_files(folder: Path, limit: int = SHOWN) -> list[Path]:
             if len(found) >= limit:
                 return found
     return found
-
-
-def input_labels(data: Any, image_col: str, label_col: str) -> list[str]:
-    """The mask paths of a prediction table that has a label column (else none).
-
-    Predicting a CSV or DataFrame that also lists masks must never write over those masks.
-    """
-    if not isinstance(data, pd.DataFrame | str | os.PathLike):
-        return []
-    table = load_table(data, image_col, label_col, require_labels=False)
-    return [p for p in table.get("label", []) if p]
 
 
 def _resolved(paths: Iterable[str | Path]) -> set[Path]:

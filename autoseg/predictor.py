@@ -16,7 +16,7 @@ from autoseg.evaluation import check_metric_names, evaluate_model
 from autoseg.finetune import FitRequest, TrainedPredictor, done_message, finetune
 from autoseg.inference import iter_probabilities, predict_masks
 from autoseg.loading import load_predictor
-from autoseg.outputs import PredictionFolder, input_labels
+from autoseg.outputs import PredictionFolder
 from autoseg.persistence import save_predictor
 from autoseg.runtime import Runtime, resolve_runtime
 from autoseg.state import PredictorState
@@ -185,8 +185,9 @@ class SemanticSegmentor:
                 writing there would replace an input image or mask.
 
         """
-        table = prepare_prediction_table(data, image_col=self.image)
-        protected = [*table["image"], *input_labels(data, self.image, self.label)]
+        table = prepare_prediction_table(data, self.image, self.label)
+        labels = [p for p in table.get("label", []) if p]
+        protected = [*table["image"], *labels]
         return self._predict_table(table, save_dir, overwrite, protected)
 
     def _predict_table(

@@ -24,6 +24,13 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+
+
+def repo_relative(path: str | os.PathLike[str] | None) -> str | None:
+    """A path as results record it: relative to the repository, never this machine's root."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), REPO_ROOT)
+
+
 RESULTS_DIR = BENCH_DIR / "results"
 SCHEMA_VERSION = 1
 

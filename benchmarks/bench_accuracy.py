@@ -161,7 +161,10 @@ def fit_and_score(
         "total_parameters": summary.get("total_parameters"),
         "preset": summary["preset"],
         "problem_type": summary["problem_type"],
-        "checkpoint": dict(seg.backbone_),
+        "checkpoint": {
+            **seg.backbone_,
+            "checkpoint_path": _common.repo_relative(seg.backbone_.get("checkpoint_path")),
+        },
         "config": seg.config_.flat(),
         "predictor": str(folder) if args.keep else None,
     }
@@ -181,8 +184,8 @@ def main(argv: list[str] | None = None) -> Path:
     train, test, name = resolve_data(args)
     settings = {
         "data": name,
-        "train_csv": str(train.resolve()),
-        "test_csv": str(test.resolve()),
+        "train_csv": _common.repo_relative(train),
+        "test_csv": _common.repo_relative(test),
         "train_rows": _count_rows(train),
         "test_rows": _count_rows(test),
         "methods": args.methods,

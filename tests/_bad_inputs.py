@@ -23,18 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _tiny import TINY
 from PIL import Image
-
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 1,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 4,
-    "env.num_workers": 0,
-}
-"""Seconds-long fits on the tiny random SAM."""
 
 
 class ModelBuilt(Exception):  # noqa: N818 - a signal, not an error of autoseg's

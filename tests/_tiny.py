@@ -1,13 +1,17 @@
-"""Settings for a seconds-long fit on the tiny random SAM, shared by the multi-class tests."""
+"""Settings for seconds-long fits on the tiny random SAM, shared by the tests."""
 
 from __future__ import annotations
 
-TINY_MULTICLASS = {
+TINY = {
     "model.backbone": "vit_tiny",
     "data.image_size": 64,
-    "optim.max_epochs": 3,
+    "optim.max_epochs": 1,
     "optim.lr": 1e-3,
     "env.batch_size": 2,
     "env.eval_batch_size": 4,
     "env.num_workers": 0,
 }
+"""One epoch: enough for tests of what a fit writes, not of what it learns."""
+
+TINY_MULTICLASS = {**TINY, "optim.max_epochs": 3}
+"""Three epochs, for the multi-class tests."""

@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import TINY
 
 import autoseg.persistence as persistence
 from autoseg import SemanticSegmentor
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.errors import OutputExistsError
 
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 1,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 4,
-    "env.num_workers": 0,
-}
 OLD_MARK = "old-version.txt"
 
 # step -> (function patched, which call of it fails); the order a save to an existing

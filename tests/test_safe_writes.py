@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tiny import TINY
 from PIL import Image
 
 import autoseg.finetune as finetune
@@ -18,16 +19,6 @@ from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.errors import OutputExistsError
 from autoseg.outputs import MANIFEST
 from autoseg.training.module import SegmentationTask
-
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 1,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 4,
-    "env.num_workers": 0,
-}
 
 
 @pytest.fixture(scope="module")

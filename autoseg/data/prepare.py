@@ -141,9 +141,15 @@ def split_validation(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.D
     return table[~held_out], table[held_out]
 
 
-def prepare_prediction_table(data: Any, image_col: str = "image") -> pd.DataFrame:
-    """Table of images to predict, every file checked to exist and decode."""
-    table = load_table(data, image_col=image_col, require_labels=False)
+def prepare_prediction_table(
+    data: Any, image_col: str = "image", label_col: str = "label"
+) -> pd.DataFrame:
+    """Table of images to predict, every file checked to exist and decode.
+
+    A label column, when the data has one, is kept (unchecked) so that outputs can be kept
+    off the masks too.
+    """
+    table = load_table(data, image_col=image_col, label_col=label_col, require_labels=False)
     validate_table(table, require_labels=False)
     return table
 
