@@ -125,21 +125,55 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from autoseg.info import parameter_table
+    from autoseg import info
     from autoseg.models.backbones import BACKBONES
     from autoseg.peft.apply import PEFT_METHODS
 
+    backbones = args.backbone or ["vit_b", "vit_l", "vit_h"]
+    methods = args.method or (["conv_lora"] if args.memory else list(PEFT_METHODS))
     for option, names, known in (
-        ("--backbone", args.backbone, sorted(BACKBONES)),
-        ("--method", args.method, list(PEFT_METHODS)),
+        ("--backbone", backbones, sorted(BACKBONES)),
+        ("--method", methods, list(PEFT_METHODS)),
     ):
         unknown = [name for name in names if name not in known]
         if unknown:
             raise SettingsError(f"{option}: unknown {unknown}; choose from {known}.")
     if args.num_classes < 1:
         raise SettingsError(f"--num-classes must be >= 1 (1 = binary), got {args.num_classes}.")
-    print(parameter_table(args.backbone, args.method, args.num_classes, args.image_size))
+    if not args.memory:
+        print(info.parameter_table(backbones, methods, args.num_classes, args.image_size))
+        return EXIT_OK
+    _check_memory_options(args, backbones)
+    for method in methods:
+        print(
+            info.memory_table(
+                backbones,
+                method,
+                args.image_size,
+                args.batch_size,
+                args.precision,
+                args.num_classes,
+            )  # fmt: skip
+        )
+    if args.presets:
+        print(f"\nGPU presets on their smallest card (>= {info.HEADROOM:.0%} must stay free)")
+        print(info.preset_memory_table())
     return EXIT_OK
+
+
+def _check_memory_options(args: argparse.Namespace, backbones: Sequence[str]) -> None:
+    """Refuse sizes the memory view cannot estimate, before any model is built."""
+    from autoseg.models.backbones import pretrained_weights
+
+    if not args.batch_size or min(args.batch_size) < 1:
+        raise SettingsError(f"--batch-size needs sizes >= 1, got {args.batch_size}.")
+    size = args.image_size
+    for backbone in backbones if size is not None else []:
+        multiple = pretrained_weights(backbone).size_multiple
+        if size <= 0 or size % multiple:
+            raise SettingsError(
+                f"--image-size {size}: {backbone} needs a positive multiple of {multiple}."
+            )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -211,12 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     info = sub.add_parser(
-        "info", parents=[debug], help="trainable-parameter table per backbone and method"
+        "info",
+        parents=[debug],
+        help="trainable-parameter table, or GPU training-memory estimates (--memory)",
     )
-    info.add_argument("--backbone", nargs="*", default=["vit_b", "vit_l", "vit_h"])
-    info.add_argument("--method", nargs="*", default=["conv_lora", "lora", "decoder_only"])
+    info.add_argument("--backbone", nargs="*", help="default: vit_b vit_l vit_h")
+    info.add_argument("--method", nargs="*", help="default: all (--memory: conv_lora)")
     info.add_argument("--num-classes", type=int, default=1, help="1 = binary")
     info.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
+    info.add_argument(
+        "--memory",
+        action="store_true",
+        help="estimated peak GPU training memory and the card sizes it fits",
+    )
+    info.add_argument(
+        "--batch-size", type=int, nargs="*", default=[1, 2, 4], help="--memory: batch sizes"
+    )
+    info.add_argument(
+        "--precision",
+        nargs="*",
+        default=["bf16-mixed"],
+        choices=["bf16-mixed", "16-mixed", "32-true"],
+        help="--memory: training precisions (default: bf16-mixed, as the GPU presets)",
+    )
+    info.add_argument(
+        "--presets",
+        action="store_true",
+        help="--memory: also each GPU preset on its smallest card, and the settings derived",
+    )
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser("demo", parents=[debug], help="offline end-to-end demo on generated data")
@@ -248,7 +304,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 = a problem with your input).
 
     Example:
-        >>> main(["info", "--backbone", "vit_b", "--method", "lora"])  # doctest: +SKIP
+        >>> main(["info", "--backbone", "vit_tiny", "--method", "lora"])
+        ... # doctest: +NORMALIZE_WHITESPACE
+        backbone  method      lora   moe_conv   decoder   trainable   total   share
+        -----------------------------------------------------------------------------------------------------
+        vit_tiny  lora       1,536          0    31,536      33,072 195,699  16.90%
+        0
+        >>> main(["info", "--memory", "--backbone", "vit_tiny", "--image-size", "64",
+        ...       "--batch-size", "1"])  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
+        conv_lora, 1 logit map(s), GPU; a card fits with >= 10% of it free
+        ...
+        vit_tiny 64 1 bf16-mixed yes 0.00 0.00 0.50 yes yes yes yes yes yes
         0
 
     """

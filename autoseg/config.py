@@ -97,23 +97,26 @@ class LossConfig:
 
 @dataclass
 class EnvConfig:
-    """Hardware and loop settings.
+    """Hardware and loop settings; ``auto`` values are resolved by :mod:`autoseg.runtime`.
 
     Attributes:
         batch_size: images per forward pass.
         effective_batch_size: images per optimiser step (gradient accumulation fills the gap).
-        num_workers: data-loading worker processes.
-        precision: ``auto`` (bf16-mixed on GPUs that support it, else fp32), or any Lightning
-            precision string.
+        num_workers: data-loading worker processes; -1 (or ``"auto"``): none on a CPU, up to
+            4 on a GPU.
+        precision: ``auto`` (bf16-mixed on GPUs that support it and on CPUs with native bf16,
+            else 16-mixed on GPUs and fp32 on CPUs), or any Lightning precision string.
         accelerator: ``auto``, ``cpu`` or ``gpu``.
-        num_threads: torch CPU threads; 0 = all cores.
+        num_threads: torch CPU threads; 0 (or ``"auto"``): the usable cores.
         eval_batch_size: images per forward pass in predict/evaluate.
+        compile: run the image encoder through ``torch.compile``; ``None`` (or ``"auto"``):
+            off, as measured on CPUs.
 
     """
 
     batch_size: int = setting(2, at_least=1)
     effective_batch_size: int = setting(4, at_least=1)
-    num_workers: int = setting(2, at_least=0)
+    num_workers: int = setting(-1, at_least=0, also=(-1,))
     precision: str = setting("auto", choices=lambda: PRECISIONS)
     accelerator: str = setting("auto", choices=lambda: ACCELERATORS)
     num_threads: int = setting(0, at_least=0)
@@ -123,6 +126,11 @@ class EnvConfig:
     num_gpus: int = setting(1, at_least=1)
     num_nodes: int = setting(1, at_least=1)
     strategy: str = "auto"
+    compile: bool | None = None
+
+
+AUTO_VALUES: dict[str, Any] = {"env.num_workers": -1, "env.num_threads": 0, "env.compile": None}
+"""Settings that also take the word ``"auto"``, and the value it stands for."""
 
 
 SECTIONS: dict[str, type] = {
@@ -203,11 +211,7 @@ class Config:
             SettingsError: a value has the wrong type or is out of range.
 
         """
-        if overrides is not None and not isinstance(overrides, Mapping):
-            raise SettingsError(
-                "hyperparameters must be a dict of dotted keys such as {'optim.lr': 3e-4}, "
-                f"got {type(overrides).__name__} {overrides!r:.80}."
-            )
+        _check_overrides(overrides)
         from autoseg.peft.registry import get_peft_method, peft_config, switch_method
 
         nested, given = self.to_dict(), dict(overrides or {})
@@ -220,9 +224,20 @@ class Config:
             if key not in valid:
                 _refuse_key(key, valid, nested["peft"]["method"])
             section, name = key.split(".", 1)
+            if key in AUTO_VALUES and isinstance(value, str) and value.strip().lower() == "auto":
+                value = AUTO_VALUES[key]
             nested[section][name] = coerce(value, field_types(kinds[section])[name], key)
         sections = {name: kind(**nested[name]) for name, kind in SECTIONS.items()}
         return Config(peft=peft_config(nested["peft"]), **sections)
+
+
+def _check_overrides(overrides: Any) -> None:
+    """Refuse hyperparameters that are not a mapping (``None`` means none)."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise SettingsError(
+            "hyperparameters must be a dict of dotted keys such as {'optim.lr': 3e-4}, "
+            f"got {type(overrides).__name__} {overrides!r:.80}."
+        )
 
 
 def _refuse_key(key: str, valid: list[str], method: str) -> None:
@@ -340,9 +355,24 @@ def detect_gpu_memory_gib() -> float | None:
 
 
 def resolve_config(presets: str = "auto", *overrides: dict[str, Any] | None) -> tuple[Config, str]:
-    """Build the run's config: preset (``auto`` = by hardware), then each override in turn."""
+    """Build the run's config: the preset (``auto`` = by hardware) with the overrides.
+
+    The overrides merge into one (a later dict's key wins) before they apply, so they obey
+    the rules of a single dict: a ``peft.*`` setting the final ``peft.method`` lacks is an
+    error, wherever the method was switched, and one it has is kept.
+
+    Raises:
+        SettingsError: an override is not a dict, or a value or key is refused.
+
+    Example:
+        >>> config, _ = resolve_config("cpu_lite", {"peft.num_experts": 8}, {"peft.rank": 4})
+        >>> config.peft.num_experts, config.peft.rank
+        (8, 4)
+
+    """
     name = preset_for_hardware(detect_gpu_memory_gib()) if presets == "auto" else presets
-    config = load_preset(name)
+    merged: dict[str, Any] = {}
     for extra in overrides:
-        config = config.with_overrides(extra)
-    return config, name
+        _check_overrides(extra)
+        merged.update(extra or {})
+    return load_preset(name).with_overrides(merged), name

@@ -1,12 +1,19 @@
-"""``evaluate``: metrics at the original mask resolution, per image, then averaged."""
+"""``evaluate``: metrics at the original mask resolution, per image, then averaged.
+
+Validation during a fit scores the same way (see :class:`OriginalSizeScorer`), so the epoch
+that is kept is the best one by the number ``evaluate`` reports.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
+import torch
 
 from autoseg.data.io import read_mask
+from autoseg.data.transforms import ResizeInfo, restore_logits
 from autoseg.errors import SettingsError
 from autoseg.inference import iter_probabilities
 from autoseg.labels.problem import Problem
@@ -65,3 +72,88 @@ def evaluate_model(
     for prob, label in zip(probabilities, table["label"], strict=True):
         scorer.update(prob, problem.target(read_mask(label)))
     return scorer.compute()
+
+
+class OriginalSizeScorer:
+    """Scores model-resolution logits of table rows at each row's original mask size.
+
+    The logits of each image are mapped back to its original size (padding cropped, then
+    bilinear resizing, as :func:`~autoseg.inference.iter_probabilities` does), turned into
+    probabilities and scored against the original mask by the problem's scorer, exactly as
+    :func:`evaluate_model` does. Targets read from disk are kept in memory up to
+    ``cache_bytes``, so later validation passes do not read them again.
+
+    Args:
+        problem: the label space (it converts the masks and makes the scorer).
+        labels: the mask path of each table row, by row position.
+        metrics: metric names for the scorer (``None``: all).
+        cache_bytes: cap on the targets kept in memory; 0 reads them every time.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> mask = np.zeros((30, 40), np.uint8)
+        >>> mask[:, :20] = 255  # the left half is foreground
+        >>> path = f"{tempfile.mkdtemp()}/mask.png"
+        >>> Image.fromarray(mask).save(path)
+        >>> scorer = OriginalSizeScorer(Problem("binary", (0, 1)), [path], ["iou"])
+        >>> logits = torch.full((1, 1, 64, 64), -5.0)  # a 30x40 image padded to 64x64
+        >>> logits[..., :32] = 5.0  # foreground on the left half of the resized 48x64
+        >>> scorer.update(logits, torch.tensor([0]), torch.tensor([[48, 64]]))
+        >>> scorer.compute()
+        {'iou': 1.0}
+
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        labels: Sequence[str],
+        metrics: Sequence[str] | None = None,
+        cache_bytes: int = 256 << 20,
+    ) -> None:
+        self.problem = problem
+        self.labels = [str(label) for label in labels]
+        self.metrics = None if metrics is None else list(metrics)
+        self.cache_bytes = int(cache_bytes)
+        self._targets: dict[int, np.ndarray] = {}
+        self._cached_bytes = 0
+        self._scorer = problem.new_scorer(self.metrics)
+
+    def reset(self) -> None:
+        """Start a new pass (the cached targets stay)."""
+        self._scorer = self.problem.new_scorer(self.metrics)
+
+    def target(self, index: int) -> np.ndarray:
+        """Class ids (255 = ignore) of row ``index`` at its original size."""
+        target = self._targets.get(index)
+        if target is None:
+            target = self.problem.target(read_mask(self.labels[index]))
+            if self._cached_bytes + target.nbytes <= self.cache_bytes:
+                self._targets[index] = target
+                self._cached_bytes += target.nbytes
+        return target
+
+    def update(self, logits: torch.Tensor, indices: torch.Tensor, resized_hw: torch.Tensor) -> None:
+        """Add a batch: logits (B, K, S, S), table rows (B,), valid sizes (B, 2)."""
+        size = int(logits.shape[-1])
+        for item_logits, index, resized in zip(logits, indices, resized_hw, strict=True):
+            target = self.target(int(index))
+            info = ResizeInfo(target.shape[:2], tuple(resized.tolist()), size)
+            self._scorer.update(restored_probabilities(item_logits, info), target)
+
+    def compute(self) -> dict[str, float]:
+        """The scores over every image added since the last :meth:`reset`."""
+        return self._scorer.compute()
+
+
+def restored_probabilities(logits: torch.Tensor, info: ResizeInfo) -> np.ndarray:
+    """Probabilities at the original size from one image's (K, S, S) logits.
+
+    Binary (K = 1): (H, W) sigmoid; multi-class: (K, H, W) softmax; float32, as
+    :func:`~autoseg.inference.iter_probabilities` gives them.
+    """
+    restored = restore_logits(logits.float().cpu(), info)
+    if restored.shape[0] == 1:
+        return torch.sigmoid(restored[0]).numpy().astype(np.float32)
+    return restored.softmax(dim=0).numpy().astype(np.float32)

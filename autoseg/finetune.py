@@ -30,7 +30,6 @@ from autoseg.folder import PredictorFolder
 from autoseg.labels.problem import Problem
 from autoseg.peft import adapter_parameter_counts
 from autoseg.persistence import is_nonempty_dir
-from autoseg.runtime import resolve_runtime
 from autoseg.state import PredictorState
 from autoseg.training.module import SegmentationTask
 from autoseg.training.report import plot_training_curve
@@ -210,10 +209,7 @@ def _train(
 def _datamodule(
     config: Config, train: pd.DataFrame, val: pd.DataFrame, problem: Problem, seed: int
 ) -> SegmentationDataModule:
-    env = config.env
-    loader = LoaderSettings(
-        env.batch_size, env.eval_batch_size, env.num_workers, resolve_runtime(env).pin_memory
-    )
+    loader = LoaderSettings.for_training(config.env)
     return SegmentationDataModule(train, val, problem, config.data, loader, seed)
 
 

@@ -22,39 +22,53 @@ def iter_probabilities(
     runtime: Runtime,
     *,
     batch_size: int = 4,
-    num_workers: int = 0,
+    num_workers: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield, per row of ``table`` in order, probabilities at the image's original size.
 
-    The model runs on ``runtime.device``, autocast to ``runtime.autocast_dtype`` on a GPU
-    (see :func:`autoseg.runtime.resolve_runtime` with ``inference=True``). Binary models give
-    (H, W) foreground probabilities; multi-class models (K, H, W). Logits are resized before
-    the sigmoid/softmax so borders stay smooth.
+    The model runs on ``runtime.device`` with its threads, autocast to
+    ``runtime.autocast_dtype`` (see :func:`autoseg.runtime.resolve_runtime` with
+    ``inference=True``), loading with ``num_workers`` processes (``None``: the runtime's).
+    Binary models give (H, W) foreground probabilities; multi-class models (K, H, W). Logits
+    are resized before the sigmoid/softmax so borders stay smooth.
     """
     dataset = SegmentationDataset(table[["image"]], image_size=model.image_size)
+    workers = runtime.num_workers if num_workers is None else num_workers
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=runtime.pin_memory
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=runtime.pin_memory
     )
-    device, precision = runtime.device, runtime.autocast_dtype
-    model.eval().to(device)
-    autocast = precision is not None and device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device.type, dtype=precision, enabled=autocast):
-        for batch in loader:
+    runtime.prepare(model).eval().to(runtime.device)
+    for batch in loader:
+        # Each batch enters and leaves the contexts: the caller's code between two items
+        # runs with its own threads and without autocast.
+        yield from _batch_probabilities(model, batch, runtime)
+
+
+def _batch_probabilities(
+    model: SamSegmenter, batch: dict[str, torch.Tensor], runtime: Runtime
+) -> list[np.ndarray]:
+    """The restored probabilities of one loader batch."""
+    device, dtype = runtime.device, runtime.autocast_dtype
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    with runtime.threads(), torch.inference_mode():
+        with autocast:
             images, valid_hw = batch["image"].to(device), batch["resized_hw"].to(device)
             logits = model(images, valid_hw).float().cpu()
-            for item_logits, original, resized in zip(
-                logits, batch["original_hw"], batch["resized_hw"], strict=True
-            ):
-                info = ResizeInfo(
-                    original_hw=tuple(original.tolist()),
-                    resized_hw=tuple(resized.tolist()),
-                    size=model.image_size,
-                )
-                restored = restore_logits(item_logits, info)
-                if restored.shape[0] == 1:
-                    yield torch.sigmoid(restored[0]).numpy().astype(np.float32)
-                else:
-                    yield restored.softmax(dim=0).numpy().astype(np.float32)
+        probabilities = []
+        for item_logits, original, resized in zip(
+            logits, batch["original_hw"], batch["resized_hw"], strict=True
+        ):
+            info = ResizeInfo(
+                original_hw=tuple(original.tolist()),
+                resized_hw=tuple(resized.tolist()),
+                size=model.image_size,
+            )
+            restored = restore_logits(item_logits, info)
+            if restored.shape[0] == 1:
+                probabilities.append(torch.sigmoid(restored[0]).numpy().astype(np.float32))
+            else:
+                probabilities.append(restored.softmax(dim=0).numpy().astype(np.float32))
+    return probabilities
 
 
 def predict_masks(

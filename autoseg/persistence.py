@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from autoseg.atomic import atomic_write, atomic_write_text
 from autoseg.errors import AutosegWarning, OutputExistsError, PredictorFolderError
 from autoseg.folder import PredictorFolder
+from autoseg.model_card import render_model_card
 from autoseg.peft import trainable_state_dict
 from autoseg.state import RESTORE_HINT, PredictorState
 
@@ -59,7 +60,9 @@ def save_predictor(
         raise ValueError("the state holds no model to save")
     full = state.model.state_dict() if standalone else None
     adapter = trainable_state_dict(state.model)
-    save_predictor_folder(target, state.to_record(), adapter, full, source, overwrite)
+    has_curve = source is not None and PredictorFolder(source).curve.is_file()
+    card = render_model_card(state, target.name, has_curve)
+    save_predictor_folder(target, state.to_record(), adapter, full, source, overwrite, card)
 
 
 def save_predictor_folder(
@@ -69,12 +72,13 @@ def save_predictor_folder(
     full_weights: dict[str, torch.Tensor] | None = None,
     source: Path | None = None,
     overwrite: bool = False,
+    card: str | None = None,
 ) -> None:
     """Save a predictor into ``target`` atomically, never leaving a half-written folder.
 
     The whole folder is built aside (with the logs and plots of ``source``, the predictor's
-    own folder) and renamed into place; an existing folder is moved aside first and deleted
-    last. On any failure the old folder is put back.
+    own folder, and the model ``card`` as ``README.md``) and renamed into place; an existing
+    folder is moved aside first and deleted last. On any failure the old folder is put back.
 
     Raises:
         OutputExistsError: ``target`` is a file, or another non-empty folder and
@@ -98,7 +102,7 @@ def save_predictor_folder(
                 PredictorFolder.FULL_WEIGHTS, f"*{ASIDE_SUFFIX}", f"*{STAGING_TAG}*"
             )
             shutil.copytree(source, staging, dirs_exist_ok=True, ignore=skip)
-        _write_files(staging, record, adapter, full_weights)
+        _write_files(staging, record, adapter, full_weights, card)
         _swap_in(staging, target)
     finally:
         if staging.exists():
@@ -167,13 +171,23 @@ def _write_files(
     record: dict[str, Any],
     adapter: dict[str, torch.Tensor],
     full_weights: dict[str, torch.Tensor] | None,
+    card: str | None,
 ) -> None:
     paths = PredictorFolder(folder)
     paths.root.mkdir(parents=True, exist_ok=True)
     atomic_write(paths.adapter, lambda p: save_file(_contiguous(adapter), str(p)))
     if full_weights is not None:
         atomic_write(paths.full_weights, lambda p: save_file(_contiguous(full_weights), str(p)))
+    if card is not None:
+        atomic_write_text(paths.model_card, card)
     atomic_write_text(paths.config, yaml.safe_dump(record, sort_keys=False))
+
+
+def refresh_model_card(state: PredictorState, folder: Path) -> None:
+    """Rewrite the ``README.md`` model card of an existing predictor folder atomically."""
+    paths = PredictorFolder(folder)
+    card = render_model_card(state, paths.root.name, has_curve=paths.curve.is_file())
+    atomic_write_text(paths.model_card, card)
 
 
 def read_record(folder: Path) -> dict[str, Any]:

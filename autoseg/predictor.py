@@ -52,15 +52,21 @@ class SemanticSegmentor:
         seed: seed for the split, augmentation and initialisation.
         verbosity: 0 silent, 1 messages, 2 messages and progress bars.
         class_names: optional names of the classes in class-id order.
-        class_colors: for colour (RGB) masks, which class each colour is, e.g.
+        class_colors: for color (RGB) masks, which class each color is, e.g.
             ``{(0, 0, 0): "soil", (0, 255, 0): "crop", (255, 0, 0): "weed"}``; class ids
-            follow the mapping's order, colours mapped to ``None`` are ignored.
+            follow the mapping's order, colors mapped to ``None`` are ignored.
 
     Example:
-        >>> seg = SemanticSegmentor(problem_type="binary").fit("train.csv")  # doctest: +SKIP
-        >>> seg.evaluate("test.csv")  # doctest: +SKIP
-        {'iou': 0.83, 'dice': 0.90, ...}
-        >>> masks = seg.predict("new.csv")  # doctest: +SKIP
+        Creating one only stores the settings; ``seg.fit("train.csv")`` then trains,
+        ``seg.evaluate("test.csv")`` scores and ``seg.predict("new.csv")`` gives masks.
+
+        >>> seg = SemanticSegmentor(problem_type="binary", hyperparameters={"optim.lr": 3e-4})
+        >>> seg.hyperparameters
+        {'optim.lr': 0.0003}
+        >>> seg.classes_
+        Traceback (most recent call last):
+        ...
+        autoseg.predictor.NotFittedError: This SemanticSegmentor is not fitted yet: ...
 
     """
 
@@ -168,7 +174,7 @@ class SemanticSegmentor:
         """Class masks (H, W) uint8 at each image's original size.
 
         Binary problems give 0/1; multi-class problems give the original mask values.
-        With ``save_dir``, masks (binary as 0/255) and colour overlays are written there.
+        With ``save_dir``, masks (binary as 0/255) and color overlays are written there.
 
         Args:
             data: DataFrame or CSV (image column), a list of image paths, one image path or
@@ -243,6 +249,29 @@ class SemanticSegmentor:
         target = Path(path)
         save_predictor(state, target, standalone, source=self.path_, overwrite=overwrite)
         return target
+
+    def export(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the fitted model as ONNX, its pre/post-processing contract in the metadata.
+
+        Plain LoRA is merged into ``qkv``; Conv-LoRA keeps its branch. See the README's
+        "Export" section for the graph's inputs and outputs.
+
+        Raises:
+            OutputExistsError: ``path`` exists and ``overwrite`` is False.
+            ExportDependencyError: ``onnx`` is missing (``pip install "autoseg[export]"``).
+
+        """
+        from autoseg.export import export_onnx  # onnx is an optional extra
+
+        state = self._fitted()
+        return export_onnx(
+            state.model,
+            state.problem,
+            path,
+            backbone=state.config.model.backbone,
+            peft_method=state.config.peft.method,
+            overwrite=overwrite,
+        )
 
     @classmethod
     def load(cls, path: str | Path, verbosity: int = 2) -> SemanticSegmentor:

@@ -141,7 +141,7 @@ def _problem(values: dict[str, Any], config_path: Path) -> Problem:
         problem = Problem.from_dict(values)
         if problem.problem_type not in ("binary", "multiclass") or len(problem.classes) < 2:
             raise ValueError(f"{problem.problem_type!r} with classes {list(problem.classes)}")
-    except Exception as error:  # missing sub-keys, wrong types, bad colours
+    except Exception as error:  # missing sub-keys, wrong types, bad colors
         raise _bad(config_path, "problem", f"is not a valid problem ({error!r})") from None
     return problem
 

@@ -1,7 +1,7 @@
 """Rows per second of the pre-training data check, per number of reader threads.
 
 Writes ``--rows`` generated pairs into a temporary folder: RGB images with random sides in
-``--min-side``..``--max-side`` (smooth colour gradients, shapes and noise, so they compress
+``--min-side``..``--max-side`` (smooth color gradients, shapes and noise, so they compress
 like photos), half PNG and half JPEG, each with a 0/255 PNG mask of ellipses. Then times the
 check that ``fit`` runs before training (``load_table`` + ``validate_table`` with the
 training mask check, which fully decodes every image and mask) for each ``--workers``

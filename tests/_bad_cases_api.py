@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from _bad_inputs import TINY, BadInput, CliFailed, World, run_cli
+from _tiny import as_cli_settings
 
 from autoseg.config import UnknownHyperparameterError
 from autoseg.errors import SettingsError
@@ -31,7 +32,7 @@ OUT_OF_RANGE: list[tuple[str, Any, str]] = [
     ("env.batch_size", 2.5, "an integer"),
     ("env.effective_batch_size", 0, ">= 1"),
     ("env.eval_batch_size", -4, ">= 1"),
-    ("env.num_workers", -1, ">= 0"),
+    ("env.num_workers", -2, ">= 0"),
     ("env.precision", "fp8", "bf16-mixed"),
     ("env.accelerator", "tpu", "gpu"),
     ("peft.rank", 0, ">= 1"),
@@ -226,7 +227,7 @@ def _fit_cli(world: World, *extra: Any) -> None:
 
 
 def _tiny_sets(*extra: str) -> list[str]:
-    sets = [f"{k}={v}" for k, v in TINY.items()] + list(extra)
+    sets = as_cli_settings(TINY) + list(extra)
     return [arg for item in sets for arg in ("--set", item)]
 
 

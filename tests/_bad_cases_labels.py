@@ -39,10 +39,10 @@ LABEL_CASES = [
         fix=r"save masks as PNG",
     ),
     BadInput(
-        "labels/colour-mask",
+        "labels/color-mask",
         with_mask(np.dstack([blocks((0, 255), 0), EMPTY, EMPTY])),
         E,
-        names=["row 0", "bad.png", "colour mask", "(255, 0, 0)"],
+        names=["row 0", "bad.png", "color mask", "(255, 0, 0)"],
         fix=r"class_colors=",
     ),
     BadInput(
@@ -81,7 +81,7 @@ LABEL_CASES = [
         fix=r"one name per class",
     ),
     BadInput(
-        "labels/colour-not-in-class-colors",
+        "labels/color-not-in-class-colors",
         with_mask(
             np.dstack([blocks((0, 255), 0), blocks((0, 128), 0), EMPTY]),
             class_colors={(0, 0, 0): "background", (255, 0, 0): "lesion"},

@@ -15,3 +15,8 @@ TINY = {
 
 TINY_MULTICLASS = {**TINY, "optim.max_epochs": 3}
 """Three epochs, for the multi-class tests."""
+
+
+def as_cli_settings(hyperparameters: dict[str, object]) -> list[str]:
+    """The same settings as ``autoseg fit --set key=value`` arguments."""
+    return [f"{key}={value}" for key, value in hyperparameters.items()]

@@ -284,7 +284,9 @@ def test_bf16_autocast_step_on_cpu(backbone: str) -> None:
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
-def test_lightning_fit_bf16_mixed_with_checkpointing(tmp_path: Path, checkpoint_calls) -> None:
+def test_lightning_fit_bf16_mixed_with_checkpointing(
+    tmp_path: Path, checkpoint_calls, tiny_hyperparameters
+) -> None:
     from autoseg import SemanticSegmentor
     from autoseg.data.synthetic import make_synthetic_binary
 
@@ -292,10 +294,7 @@ def test_lightning_fit_bf16_mixed_with_checkpointing(tmp_path: Path, checkpoint_
         tmp_path / "data", n_images=6, size=(40, 56), split_test=2
     )
     hyperparameters = {
-        "model.backbone": "vit_tiny",
-        "data.image_size": 64,
-        "optim.max_epochs": 1,
-        "env.num_workers": 0,
+        **tiny_hyperparameters,
         "env.precision": "bf16-mixed",
         "env.activation_checkpointing": True,
     }

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from _cli import fit_args
+from _tiny import as_cli_settings
 
 from autoseg.cli import main
 from autoseg.info import parameter_counts
@@ -43,18 +44,13 @@ def test_cli_user_errors_exit_2(tmp_path, capsys):
     assert "nope.csv" in capsys.readouterr().err
 
 
-def test_cli_fit_predict_evaluate(tmp_path, capsys):
+def test_cli_fit_predict_evaluate(tmp_path, capsys, tiny_hyperparameters):
     from autoseg.data.synthetic import make_synthetic_binary
 
     train_csv, test_csv = make_synthetic_binary(
         tmp_path / "data", n_images=6, size=(40, 56), split_test=2, seed=3
     )
-    sets = [
-        "model.backbone=vit_tiny",
-        "data.image_size=64",
-        "optim.max_epochs=1",
-        "env.num_workers=0",
-    ]
+    sets = as_cli_settings(tiny_hyperparameters)
     assert main(fit_args(train_csv, tmp_path / "model", sets)) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["backbone"] == "vit_tiny"
@@ -94,3 +90,31 @@ def test_cli_fit_predict_evaluate(tmp_path, capsys):
         == 0
     )
     assert set(json.loads(capsys.readouterr().out)) == {"iou", "dice"}
+
+
+def test_info_memory_prints_the_estimate_and_card_fits(capsys):
+    argv = ["info", "--memory", "--backbone", "vit_tiny", "--image-size", "64"]
+    assert main([*argv, "--batch-size", "1", "2", "--precision", "bf16-mixed", "32-true"]) == 0
+    out = capsys.readouterr().out
+    assert "peak GiB" in out and "   80" in out
+    rows = [line for line in out.splitlines() if line.startswith("vit_tiny")]
+    assert len(rows) == 2 * 2 * 2  # batch x precision x checkpointing
+
+
+@pytest.mark.slow  # four GPU presets' estimates (tests/test_memory.py checks their fit)
+def test_info_memory_presets_shows_each_gpu_preset_as_derived(capsys):
+    assert main(["info", "--memory", "--backbone", "vit_tiny", "--image-size", "64",
+                 "--batch-size", "1", "--presets"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    for preset in ("gpu_vit_h", "gpu_vit_l", "gpu_vit_b", "gpu_vit_b_small"):
+        assert preset in out
+    assert "differs" not in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--batch-size", "0"], "--batch-size"), (["--image-size", "66"], "multiple of 16")],
+)
+def test_info_memory_refuses_bad_sizes_before_building(extra, message, capsys):
+    assert main(["info", "--memory", "--backbone", "vit_b", *extra]) == 2
+    assert message in capsys.readouterr().err

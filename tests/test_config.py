@@ -48,7 +48,8 @@ def _bad_value(spec: dataclasses.Field):
     if rule.choices is not None:
         return "no-such-choice"
     bad = rule.above if rule.above is not None else rule.at_least - 1
-    assert bad not in rule.also
+    while bad in rule.also:  # an allowed special value such as -1 = "auto"
+        bad -= 1
     return float(bad) if isinstance(spec.default, float) else int(bad)
 
 

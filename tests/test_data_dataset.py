@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from autoseg.data import (
     RandomFlipRotate,
+    ResizeInfo,
     SegmentationDataset,
     load_table,
     make_synthetic_binary,
     read_mask,
-    resize_info_from_item,
     restore_logits,
     validate_table,
 )
@@ -54,7 +54,7 @@ def test_synthetic_data_set_is_valid_binary_and_deterministic(
 
 def test_item_shapes_dtypes_and_padding(synthetic: tuple[Path, Path]) -> None:
     dataset = SegmentationDataset(load_table(synthetic[0]), SIZE, target_fn=binary_target)
-    assert len(dataset) == 4 and dataset.has_masks
+    assert len(dataset) == 4
     item = dataset[1]
     assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.float32
     assert item["mask"].shape == (SIZE, SIZE) and item["mask"].dtype == torch.int64
@@ -65,7 +65,7 @@ def test_item_shapes_dtypes_and_padding(synthetic: tuple[Path, Path]) -> None:
     assert (item["mask"][48:] == 255).all()
     assert set(item["mask"][:48].unique().tolist()) == {0, 1}
     assert item["image"][:, 48:].abs().sum() == 0
-    info = resize_info_from_item(item)
+    info = ResizeInfo(original_hw=(96, 128), resized_hw=(48, 64), size=SIZE)
     assert restore_logits(torch.zeros(2, SIZE, SIZE), info).shape == (2, 96, 128)
 
 
@@ -74,7 +74,7 @@ def test_collate_and_batch_resize_info(synthetic: tuple[Path, Path]) -> None:
     batch = next(iter(DataLoader(dataset, batch_size=3)))
     assert batch["image"].shape == (3, 3, SIZE, SIZE)
     assert batch["index"].tolist() == [0, 1, 2]
-    assert resize_info_from_item(batch, 2).original_hw == (96, 128)
+    assert batch["original_hw"][2].tolist() == [96, 128]
 
 
 def test_unlabelled_items_have_no_mask(synthetic: tuple[Path, Path]) -> None:
@@ -82,7 +82,7 @@ def test_unlabelled_items_have_no_mask(synthetic: tuple[Path, Path]) -> None:
     assert "mask" not in SegmentationDataset(table, SIZE)[0]
     images_only = load_table(table.image.tolist(), require_labels=False)
     dataset = SegmentationDataset(images_only, SIZE, target_fn=binary_target)
-    assert not dataset.has_masks and "mask" not in dataset[0]
+    assert "mask" not in dataset[0]
 
 
 def test_augmentation_keeps_image_and_mask_aligned(tmp_path: Path) -> None:
@@ -129,3 +129,35 @@ def test_shared_ph2_rows_load_validate_and_build(shared_data: Path) -> None:
     item = SegmentationDataset(table, 256, target_fn=binary_target)[0]
     assert item["image"].shape == (3, 256, 256)
     assert set(item["mask"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_image_cache_returns_equal_items_and_respects_its_cap(
+    synthetic: tuple[Path, Path],
+) -> None:
+    table = load_table(synthetic[0])
+    uncached = SegmentationDataset(table, SIZE, binary_target, cache_bytes=0)
+    cached = SegmentationDataset(table, SIZE, binary_target)
+    for index in range(len(table)):
+        for _ in range(2):  # the second read is served from memory
+            got, want = cached[index], uncached[index]
+            assert torch.equal(got["image"], want["image"])
+            assert torch.equal(got["mask"], want["mask"])
+    one_image = 48 * SIZE * 3 + 48 * SIZE
+    assert len(cached._cache) == 4 and cached.cached_bytes == 4 * one_image
+    assert uncached.cached_bytes == 0 and not uncached._cache
+    capped = SegmentationDataset(table, SIZE, binary_target, cache_bytes=2 * one_image)
+    for index in range(len(table)):
+        capped[index]
+    assert sorted(capped._cache) == [0, 1]
+
+
+def test_image_cache_is_not_changed_by_in_place_augmentation(
+    synthetic: tuple[Path, Path],
+) -> None:
+    table = load_table(synthetic[0])
+    flip = RandomFlipRotate(hflip=True, p=1.0, seed=0)
+    dataset = SegmentationDataset(table, SIZE, binary_target, augment=flip)
+    first = dataset[0]["image"]
+    image, _, _ = dataset._decoded(0)
+    image[:] = 0  # a caller scribbling on its copy
+    assert torch.equal(dataset[0]["image"], first)

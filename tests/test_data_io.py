@@ -47,7 +47,7 @@ def test_rgba_drops_alpha(tmp_path: Path) -> None:
     np.testing.assert_array_equal(image, rgba[:, :, :3])
 
 
-def test_palette_image_gives_colours(tmp_path: Path) -> None:
+def test_palette_image_gives_colors(tmp_path: Path) -> None:
     index = np.zeros((H, W), np.uint8)
     index[:, W // 2 :] = 1
     img = Image.fromarray(index).convert("P")
@@ -132,7 +132,7 @@ def test_palette_mask_gives_indices(tmp_path: Path) -> None:
     np.testing.assert_array_equal(mask, ids)
 
 
-def test_colour_and_16bit_masks(tmp_path: Path) -> None:
+def test_color_and_16bit_masks(tmp_path: Path) -> None:
     rgba = np.dstack([_rgb(), np.full((H, W), 255, np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "c.png")
     mask = read_mask(tmp_path / "c.png")

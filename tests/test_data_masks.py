@@ -50,13 +50,13 @@ def test_binary_target_rejects_other_values_and_names_them() -> None:
         binary_target(_mask([0, 128, 255]))
 
 
-def test_grey_rgb_mask_is_accepted_and_colour_mask_rejected() -> None:
+def test_grey_rgb_mask_is_accepted_and_color_mask_rejected() -> None:
     grey = np.repeat(_mask([0, 255])[..., None], 3, axis=2)
     assert binary_target(grey).ravel().tolist() == [0, 1]
-    colour = grey.copy()
-    colour[0, 0, 0] = 255
-    with pytest.raises(MaskFormatError, match="colour mask.*class_colors"):
-        binary_target(colour)
+    color = grey.copy()
+    color[0, 0, 0] = 255
+    with pytest.raises(MaskFormatError, match="color mask.*class_colors"):
+        binary_target(color)
 
 
 def _decide(masks):

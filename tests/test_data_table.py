@@ -119,16 +119,16 @@ def test_validation_reports_every_problem_at_once(tmp_path: Path) -> None:
     grey = _pair(tmp_path, "grey.png", values=(0, 3, 300 % 256, 1000 % 256))
     Image.fromarray(np.full((10, 14), 700, np.uint16)).save(tmp_path / "masks" / "wide.png")
     (tmp_path / "images" / "broken.png").write_bytes(b"garbage")
-    colour = np.zeros((10, 14, 3), np.uint8)
-    colour[0, 0] = (255, 0, 0)
-    Image.fromarray(colour).save(tmp_path / "masks" / "colour.png")
+    color = np.zeros((10, 14, 3), np.uint8)
+    color[0, 0] = (255, 0, 0)
+    Image.fromarray(color).save(tmp_path / "masks" / "color.png")
     rows = [
         good,  # row 0: fine
         ("images/missing.png", good[1]),  # row 1: image missing
         small,  # row 2: size mismatch
         ("images/broken.png", "masks/gone.png"),  # row 3: undecodable image + missing mask
         (good[0], "masks/wide.png"),  # row 4: values outside 0..255
-        (good[0], "masks/colour.png"),  # row 5: colour mask
+        (good[0], "masks/color.png"),  # row 5: color mask
         grey,  # row 6: legal class ids
     ]
     table = load_table(_csv(tmp_path, rows))
@@ -148,7 +148,7 @@ def test_validation_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert "broken.png: cannot be read as an image" in row3[0]
     assert "gone.png: file not found" in row3[1]
     assert "700" in by_row["row 4 (line 6 of train.csv)"]
-    assert "colour mask" in by_row["row 5 (line 7 of train.csv)"]
+    assert "color mask" in by_row["row 5 (line 7 of train.csv)"]
     assert not any(p.startswith("row 0 ") or p.startswith("row 6 ") for p in err.problems)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 from _cli import fit_command, one_thread_env
+from _tiny import TINY, as_cli_settings
 
 from autoseg import SemanticSegmentor
 from autoseg.data.synthetic import make_synthetic_binary
@@ -19,14 +20,9 @@ def test_ddp_two_cpu_processes_give_a_loadable_predictor(tmp_path):
         tmp_path / "data", n_images=10, size=(40, 56), split_test=2, seed=6
     )
     out = tmp_path / "model"
-    settings = [
-        "model.backbone=vit_tiny",
-        "data.image_size=64",
-        "optim.max_epochs=2",
-        "env.num_workers=0",
-        "env.accelerator=cpu",
-        "env.num_gpus=2",
-    ]
+    settings = as_cli_settings(
+        {**TINY, "optim.max_epochs": 2, "env.accelerator": "cpu", "env.num_gpus": 2}
+    )
     command = fit_command(train_csv, out, settings)
     env = one_thread_env()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

@@ -214,8 +214,8 @@ def _mask_and_proba(info_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
 def test_crs_transform_and_layout_round_trip(six: Path, tmp_path: Path) -> None:
     info = describe_raster(six)
     mask, proba = _mask_and_proba(info.shape)
-    colours = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0)}
-    write_mask(tmp_path / "mask.tif", mask, info, class_colors=colours)
+    colors = {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0)}
+    write_mask(tmp_path / "mask.tif", mask, info, class_colors=colors)
     write_probabilities(tmp_path / "proba.tif", proba, info)
     write_probabilities(tmp_path / "binary.tif", proba[1], info)
     with rasterio.open(tmp_path / "mask.tif") as src:

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from _tiny import TINY
 
 from autoseg.builder import build_model
 from autoseg.config import Config
@@ -15,8 +16,6 @@ from autoseg.data.datamodule import LoaderSettings, SegmentationDataModule
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import make_synthetic_binary, make_synthetic_multiclass
 from autoseg.training.module import SegmentationTask
-
-TINY = {"model.backbone": "vit_tiny", "data.image_size": 64, "optim.lr": 1e-3}
 
 
 def _datamodule(csv: Path, config: Config, **prepare) -> SegmentationDataModule:

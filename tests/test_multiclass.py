@@ -1,8 +1,8 @@
-"""Multi-class segmentation (issue #3): class discovery, colour masks, fit/evaluate/predict.
+"""Multi-class segmentation (issue #3): class discovery, color masks, fit/evaluate/predict.
 
 Fast tests use tiny random SAMs on synthetic data made here; ``slow`` tests fine-tune the real
-LiteMedSAM for a few steps on CWFID and CamVid from the shared data folder. Colour masks
-(``class_colors``) are tested in ``test_colour_masks.py``.
+LiteMedSAM for a few steps on CWFID and CamVid from the shared data folder. Color masks
+(``class_colors``) are tested in ``test_color_masks.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from autoseg.data.synthetic import make_synthetic_multiclass
 from autoseg.labels.masks import MaskFormatError
 from autoseg.labels.problem import MaskValueCollector, Problem
 
-TINY = TINY_MULTICLASS
 VALUES = (0, 3, 7)  # non-contiguous class ids on purpose
 LEGEND = ["sky", "x1", "x2", "road", "x4", "x5", "x6", "car"]  # classes.txt indexed by value
 SIZE = (40, 56)
@@ -35,7 +34,7 @@ def _mask(values: list[int]) -> np.ndarray:
 
 
 def _segmentor(path: Path, **kwargs) -> SemanticSegmentor:
-    hyper = {**TINY, **kwargs.pop("hyperparameters", {})}
+    hyper = {**TINY_MULTICLASS, **kwargs.pop("hyperparameters", {})}
     return SemanticSegmentor(
         presets="cpu_lite", path=path, verbosity=0, hyperparameters=hyper, **kwargs
     )
@@ -85,7 +84,7 @@ def test_synthetic_multiclass_values_void_and_determinism(tmp_path):
         {"values": (0, 3)},
         {"values": (0, 255, 3)},
         {"values": (0, 1, 2), "rgb_colors": [(0, 0, 0), (1, 1, 1), (2, 2, 2)]},
-        {"rgb_colors": [(0, 0, 0), (255, 255, 255), (9, 9, 9)]},  # white is the void colour
+        {"rgb_colors": [(0, 0, 0), (255, 255, 255), (9, 9, 9)]},  # white is the void color
     ],
 )
 def test_synthetic_multiclass_rejects_bad_arguments(tmp_path, kwargs):
@@ -194,7 +193,7 @@ def test_predict_returns_original_values_and_writes_pngs(mc_fitted, mc_data, tmp
     assert all(m.dtype == np.uint8 and set(np.unique(m)) <= set(VALUES) for m in masks)
     for mask, image in zip(masks, table.image, strict=True):
         png = Image.open(tmp_path / Path(image).name)
-        assert png.mode == "P"  # palette PNG: opens as colours, reads back as values
+        assert png.mode == "P"  # palette PNG: opens as colors, reads back as values
         np.testing.assert_array_equal(np.asarray(png), mask)
         overlay = Image.open(tmp_path / "overlays" / Path(image).name)
         assert overlay.mode == "RGB" and overlay.size == (SIZE[1], SIZE[0])
@@ -258,7 +257,7 @@ def test_multiclass_fit_with_other_backbones_and_methods(mc_data, tmp_path, back
 
 def _lite() -> dict:
     return {
-        **TINY,
+        **TINY_MULTICLASS,
         "model.backbone": "lite",
         "optim.max_steps": 2,
         "optim.max_epochs": 1,

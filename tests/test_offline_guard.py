@@ -1,4 +1,4 @@
-"""The suite-wide guard in conftest.py: no downloads and no connections off this machine."""
+"""The suite-wide guard (root conftest.py): no downloads, no connections off this machine."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 from collections import OrderedDict
 
 import pytest
@@ -12,11 +13,14 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from autoseg.builder import build_model
+from autoseg.config import Config
 from autoseg.peft import (
     PEFT_METHODS,
     ConvLoRALinear,
     LoRALinear,
     NoisyTopOneGate,
+    PeftConfig,
     adapter_parameter_counts,
     apply_peft,
     balance_loss,
@@ -88,20 +92,63 @@ def images(batch: int = 4) -> torch.Tensor:
     return torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
-# 1. exactness at init ---------------------------------------------------------------------
+# 1. every method on every tiny backbone ----------------------------------------------------
+
+# Widths of the attention layers whose qkv each method adapts: two ViT blocks, and the
+# three attention stages of the tiny TinyViT (its first stage is convolutional).
+ATTENTION_WIDTHS = {"vit_tiny": (64, 64), "lite_tiny": (32, 32, 64)}
+ADAPTER_PARAMETERS = {
+    "lora": re.compile(r"\.qkv\.lora_[AB]\.weight$"),
+    "moe_conv": re.compile(r"\.qkv\.(gate\.w_(gate|noise)|experts\.\d+\.conv\.(weight|bias))$"),
+}
+GROUPS_BY_METHOD = {"conv_lora": {"lora", "moe_conv"}, "lora": {"lora"}, "decoder_only": set()}
 
 
-@pytest.mark.parametrize("method", ["conv_lora", "lora"])
-@pytest.mark.parametrize("train", [True, False])
-def test_init_output_equals_base_exactly(method: str, train: bool) -> None:
-    reference, model = adapted(method)
-    reference.train(train)
-    model.train(train)
-    x = images()
-    with torch.no_grad():
-        assert torch.equal(model.image_encoder(x), reference.image_encoder(x))
-        assert torch.equal(model(x), reference(x))
-    assert len(wrapped_layers(model)) == DEPTH
+def expected_groups(peft: PeftConfig, widths: tuple[int, ...]) -> dict[str, int]:
+    """The paper's counts: LoRA ``r * (d + 3d)`` per qkv, experts ``E * (9 r^2 + r) + 2 r E``."""
+    groups = GROUPS_BY_METHOD[peft.method]
+    rank = getattr(peft, "rank", 0)
+    experts = getattr(peft, "num_experts", 0)
+    lora = sum(rank * (width + 3 * width) for width in widths)
+    moe = len(widths) * (experts * (9 * rank * rank + rank) + 2 * rank * experts)
+    return {"lora": lora if "lora" in groups else 0, "moe_conv": moe if "moe_conv" in groups else 0}
+
+
+@pytest.mark.parametrize("backbone", list(ATTENTION_WIDTHS))
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_method_on_backbone_counts_trainable_names_and_forward(method, backbone) -> None:
+    config = Config().with_overrides(
+        {"model.backbone": backbone, "data.image_size": 64, "peft.method": method}
+    )
+    torch.manual_seed(0)
+    model, _ = build_model(config, num_outputs=3)
+    plain = build_model(config.with_overrides({"peft.method": "decoder_only"}), 3)[0]
+    plain.load_state_dict(model.state_dict(), strict=False)  # same base weights, no adapters
+    counts = adapter_parameter_counts(model)
+    widths = ATTENTION_WIDTHS[backbone]
+    assert {k: counts[k] for k in ("lora", "moe_conv")} == expected_groups(config.peft, widths)
+    assert counts["trainable"] == counts["lora"] + counts["moe_conv"] + counts["decoder"]
+    assert (
+        counts["total"]
+        == sum(p.numel() for p in plain.parameters()) + counts["lora"] + (counts["moe_conv"])
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(trainable_state_dict(model)) == trainable
+    encoder = {n for n in trainable if n.startswith("image_encoder.")}
+    groups = {g for n in encoder for g, pattern in ADAPTER_PARAMETERS.items() if pattern.search(n)}
+    assert groups == GROUPS_BY_METHOD[method]
+    assert all(any(p.search(n) for p in ADAPTER_PARAMETERS.values()) for n in encoder)
+    assert len({n.split(".qkv.")[0] for n in encoder}) == (len(widths) if encoder else 0)
+    head = {f"mask_head.{n}" for n, p in model.mask_head.named_parameters() if p.requires_grad}
+    assert trainable - encoder == head and counts["decoder"] > 0
+    x = images(2)
+    for train in (True, False):  # zero-initialised adapters leave the output unchanged
+        model.train(train)
+        plain.train(train)
+        with torch.no_grad():
+            out = model(x)
+            assert out.shape == (2, 3, 64, 64)
+            assert torch.equal(out, plain(x))
 
 
 def test_wrapping_keeps_qkv_name_and_state_dict_keys() -> None:
@@ -130,33 +177,6 @@ def test_wrapping_keeps_qkv_name_and_state_dict_keys() -> None:
 # 2. which parameters train ----------------------------------------------------------------
 
 
-def expected_trainable(method: str) -> set[str]:
-    names = {"mask_head.weight", "mask_head.bias"}
-    if method == "decoder_only":
-        return names
-    for block in range(DEPTH):
-        prefix = f"image_encoder.blocks.{block}.attn.qkv."
-        names |= {prefix + "lora_A.weight", prefix + "lora_B.weight"}
-        if method == "conv_lora":
-            names |= {prefix + "gate.w_gate", prefix + "gate.w_noise"}
-            names |= {f"{prefix}experts.{i}.conv.{p}" for i in range(8) for p in ("weight", "bias")}
-    return names
-
-
-@pytest.mark.parametrize("method", PEFT_METHODS)
-def test_only_intended_parameters_require_grad(method: str) -> None:
-    _, model = adapted(method)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == expected_trainable(method)
-    state = trainable_state_dict(model)
-    assert set(state) == trainable
-    full = model.state_dict()
-    for name, tensor in state.items():
-        assert tensor.device.type == "cpu" and not tensor.requires_grad
-        assert torch.equal(tensor, full[name])
-        assert tensor.data_ptr() != full[name].data_ptr()
-
-
 def test_unknown_method_and_missing_qkv_raise() -> None:
     with pytest.raises(ValueError, match="conv_lora.*lora.*decoder_only"):
         apply_peft(TinySam(), "bitfit")
@@ -177,8 +197,10 @@ def test_gate_gets_gradient_from_task_loss_alone(train: bool) -> None:
     for layer in wrapped_layers(model):
         assert layer.gate.w_gate.grad is not None
         assert layer.gate.w_gate.grad.abs().sum() > 0
-        if train:  # noise (and hence w_noise) only exists in training mode
-            assert layer.gate.w_noise.grad.abs().sum() > 0
+        # The factor is the clean-logit probability (or its straight-through form), so the
+        # noise weights learn from the balance loss's load term only, never from the task.
+        noise_grad = layer.gate.w_noise.grad
+        assert noise_grad is None or noise_grad.abs().sum() == 0
 
 
 def test_reference_top1_softmax_gate_has_no_task_gradient() -> None:
@@ -253,21 +275,15 @@ def test_model_balance_loss_helper() -> None:
 # 5. only the chosen expert runs ------------------------------------------------------------
 
 
-def test_only_chosen_expert_runs() -> None:
-    layer = ConvLoRALinear(nn.Linear(8, 24), rank=3, num_experts=4).eval()
+def test_every_expert_runs_once_on_the_whole_batch() -> None:
+    """Routing never reads the chosen indices on the host: each expert sees every sample once
+    and the one-hot weight keeps only the chosen expert's output."""
+    layer = ConvLoRALinear(nn.Linear(8, 24), rank=3, num_experts=4).train()
     calls: list[tuple[int, int]] = []
     for i, expert in enumerate(layer.experts):
         expert.register_forward_hook(lambda _m, args, _o, i=i: calls.append((i, len(args[0]))))
-    with torch.no_grad():
-        layer.lora_A.weight.fill_(0.1)  # positive code ...
-        layer.gate.w_gate[:, 2] = 1.0  # ... so expert 2 has the only positive logit
-    layer(torch.ones(5, 4, 4, 8))
-    assert calls == [(2, 5)]
-    calls.clear()
-    layer.train()
     layer(torch.randn(6, 4, 4, 8))
-    assert sum(n for _, n in calls) == 6
-    assert len({i for i, _ in calls}) == len(calls)  # each used expert runs once
+    assert calls == [(i, 6) for i in range(4)]
 
 
 def test_grouped_experts_match_per_sample_computation() -> None:
@@ -307,14 +323,6 @@ def test_parameter_counts_match_paper(device: str) -> None:
         "trainable": DEPTH * (lora_per_layer + 720) + decoder,
         "total": total_before + DEPTH * (lora_per_layer + 720),
     }
-
-
-def test_lora_counts_have_no_moe() -> None:
-    _, model = adapted("lora", rank=4)
-    counts = adapter_parameter_counts(model)
-    assert counts["lora"] == DEPTH * 4 * (EMBED + 3 * EMBED)
-    assert counts["moe_conv"] == 0
-    assert counts["trainable"] == counts["lora"] + counts["decoder"]
 
 
 # 7. token-sequence path --------------------------------------------------------------------

@@ -127,12 +127,15 @@ def _train_encoder_biases(model: torch.nn.Module, config: BiasOnlyConfig) -> Non
         param.requires_grad_(name.endswith("bias"))
 
 
-def test_a_newly_registered_method_works_everywhere_without_other_edits(monkeypatch):
+def test_a_newly_registered_method_works_everywhere_without_other_edits(
+    monkeypatch, tiny_hyperparameters
+):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_peft_method("bias_only", BiasOnlyConfig, None, _train_encoder_biases, position=9)
     assert registry.peft_method_names() == ("conv_lora", "lora", "decoder_only", "bias_only")
-    tiny = {"model.backbone": "vit_tiny", "data.image_size": 64}
-    config = Config().with_overrides({**tiny, "peft.method": "bias_only", "peft.scale": 2})
+    config = Config().with_overrides(
+        {**tiny_hyperparameters, "peft.method": "bias_only", "peft.scale": 2}
+    )
     assert config.peft == BiasOnlyConfig(scale=2.0)
     assert Config.from_dict(config.to_dict()) == config
     with pytest.raises(SettingsError, match=r"'peft.scale' must be > 0"):
@@ -168,6 +171,7 @@ def test_builtin_methods_register_themselves_in_the_papers_order() -> None:
         "alpha",
         "num_experts",
         "balance_weight",
+        "gate_factor",
     )
     assert get_peft_method("lora").settings == ("rank", "alpha")
     assert get_peft_method("decoder_only").settings == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _tiny
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,15 +15,7 @@ from autoseg.config import UnknownHyperparameterError
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.data.table import DataValidationError
 
-TINY = {
-    "model.backbone": "vit_tiny",
-    "data.image_size": 64,
-    "optim.max_epochs": 2,
-    "optim.lr": 1e-3,
-    "env.batch_size": 2,
-    "env.eval_batch_size": 3,
-    "env.num_workers": 0,
-}
+TINY = {**_tiny.TINY, "optim.max_epochs": 2}
 BINARY_METRICS = ("iou", "dice", "sm", "em", "wfm", "mae", "ber")
 
 

@@ -9,19 +9,20 @@ import time
 import pytest
 import torch
 from _cli import fit_command, one_thread_env
+from _tiny import TINY, as_cli_settings
 
 from autoseg.data.synthetic import make_synthetic_binary
 
-SETTINGS = [
-    "model.backbone=vit_tiny",
-    "data.image_size=64",
-    "optim.max_epochs=3",
-    "optim.patience=100",
-    "env.num_workers=0",
-    "env.batch_size=1",
-    "env.effective_batch_size=1",
-    "env.checkpoint_every_n_steps=4",
-]
+SETTINGS = as_cli_settings(
+    {
+        **TINY,
+        "optim.max_epochs": 3,
+        "optim.patience": 100,
+        "env.batch_size": 1,
+        "env.effective_batch_size": 1,
+        "env.checkpoint_every_n_steps": 4,
+    }
+)
 
 
 @pytest.mark.slow

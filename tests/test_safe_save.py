@@ -30,9 +30,10 @@ STEPS = {
     "copy the predictor's logs": ("copytree", 1),
     "write adapter.safetensors": ("save_file", 1),
     "rename adapter.safetensors in": ("replace", 1),
-    "rename config.yaml in": ("replace", 2),
-    "move the old folder aside": ("replace", 3),
-    "rename the new folder in": ("replace", 4),
+    "rename README.md (the model card) in": ("replace", 2),
+    "rename config.yaml in": ("replace", 3),
+    "move the old folder aside": ("replace", 4),
+    "rename the new folder in": ("replace", 5),
     "delete the old folder": ("rmtree", 1),
 }
 # What ``load`` finds after the failure; "new" only once the new folder is renamed in.
@@ -129,7 +130,7 @@ def test_death_between_the_renames_is_recovered_by_load(fitted, data, tmp_path, 
     target = tmp_path / "saved"
     _old_predictor(fitted, target)
     with monkeypatch.context() as patch:
-        Injector(patch, "replace", 4, die=True)
+        Injector(patch, "replace", STEPS["rename the new folder in"][1], die=True)
         with pytest.raises(OSError, match="injected"):
             fitted.save(target, overwrite=True)
     assert not target.exists() and persistence.aside_path(target).is_dir()

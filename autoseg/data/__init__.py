@@ -1,6 +1,6 @@
 """Data handling: reading files, checking tables, SAM-ready tensors (mask values: ``labels``)."""
 
-from autoseg.data.dataset import SegmentationDataset, resize_info_from_item
+from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.io import (
     IMAGE_EXTENSIONS,
     image_size,
@@ -21,7 +21,6 @@ from autoseg.data.transforms import (
     RandomFlipRotate,
     ResizeInfo,
     image_to_tensor,
-    longest_side_shape,
     pad_tensor,
     pad_to_square,
     resize_longest_side,
@@ -41,13 +40,11 @@ __all__ = [
     "image_to_tensor",
     "list_images",
     "load_table",
-    "longest_side_shape",
     "make_synthetic_binary",
     "pad_tensor",
     "pad_to_square",
     "read_image",
     "read_mask",
-    "resize_info_from_item",
     "resize_longest_side",
     "resize_mask",
     "restore_logits",

@@ -8,20 +8,34 @@ import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from autoseg.config import DataConfig
+from autoseg.config import DataConfig, EnvConfig
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.transforms import RandomFlipRotate
 from autoseg.labels.problem import Problem
+from autoseg.runtime import resolve_runtime
 
 
 @dataclass(frozen=True)
 class LoaderSettings:
-    """How batches are loaded: sizes, worker processes, page-locked memory."""
+    """How batches are loaded: sizes, worker processes, page-locked memory.
+
+    Example:
+        >>> from autoseg.config import EnvConfig
+        >>> LoaderSettings.for_training(EnvConfig(accelerator="cpu", num_workers=-1))
+        LoaderSettings(batch_size=2, eval_batch_size=4, num_workers=0, pin_memory=False)
+
+    """
 
     batch_size: int = 2
     eval_batch_size: int = 4
     num_workers: int = 0
     pin_memory: bool = False
+
+    @classmethod
+    def for_training(cls, env: EnvConfig) -> LoaderSettings:
+        """The loaders of a fit: batch sizes from ``env``, workers and pinning by the runtime."""
+        runtime = resolve_runtime(env)
+        return cls(env.batch_size, env.eval_batch_size, runtime.num_workers, runtime.pin_memory)
 
 
 class SegmentationDataModule(L.LightningDataModule):

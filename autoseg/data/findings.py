@@ -25,10 +25,10 @@ class DataValidationError(AutosegError, ValueError):
             per-row problems.
 
     Example:
-        >>> try:
-        ...     validate_table(load_table("train.csv"))
-        ... except DataValidationError as err:
-        ...     print(len(err.problems))
+        >>> err = DataValidationError(["row 0: a.png: file not found. Check the path."])
+        >>> print(err)
+        1 problem found in the data:
+        row 0: a.png: file not found. Check the path.
 
     """
 

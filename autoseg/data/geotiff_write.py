@@ -54,17 +54,17 @@ def _probability_nodata(input_nodata: float | None) -> float:
 
 
 def _colormap(class_colors: Mapping[int, Sequence[int]]) -> dict[int, tuple[int, ...]]:
-    """Check ``{class value: (r, g, b[, a])}`` and give GDAL's RGBA colour table."""
+    """Check ``{class value: (r, g, b[, a])}`` and give GDAL's RGBA color table."""
     table: dict[int, tuple[int, ...]] = {}
-    for value, colour in class_colors.items():
-        rgba = tuple(int(c) for c in colour)
+    for value, color in class_colors.items():
+        rgba = tuple(int(c) for c in color)
         if not 0 <= int(value) < MASK_NODATA or len(rgba) not in (3, 4):
             raise SettingsError(
-                f"class_colors maps class values 0..254 to (r, g, b) colours, got {value!r}: "
-                f"{colour!r}."
+                f"class_colors maps class values 0..254 to (r, g, b) colors, got {value!r}: "
+                f"{color!r}."
             )
         if not all(0 <= c <= 255 for c in rgba):
-            raise SettingsError(f"colour {colour!r} of class {value!r} is not 0..255.")
+            raise SettingsError(f"color {color!r} of class {value!r} is not 0..255.")
         table[int(value)] = rgba if len(rgba) == 4 else (*rgba, 255)
     table.setdefault(MASK_NODATA, (0, 0, 0, 0))
     return table
@@ -105,7 +105,7 @@ class GeoTiffWriter:
         info: The input raster's description (grid, CRS, transform, nodata).
         kind: ``"mask"`` (uint8 class values, one band) or ``"probabilities"`` (float32).
         classes: Probability bands: the number of classes, or 1 for binary.
-        class_colors: For masks, ``{class value: (r, g, b)}``, written as a colour table.
+        class_colors: For masks, ``{class value: (r, g, b)}``, written as a color table.
         overwrite: Replace an existing file at ``path``.
         block_size: Tile size, a multiple of 16.
 

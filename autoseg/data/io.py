@@ -75,7 +75,7 @@ def scale_to_uint8(array: np.ndarray) -> np.ndarray:
     """Map any numeric array to uint8 with a per-image 0.5..99.5 percentile stretch.
 
     The stretch keeps a few hot or dead pixels from flattening the contrast of 12/16-bit and
-    float images. All channels share one range so colour balance is preserved. A constant
+    float images. All channels share one range so color balance is preserved. A constant
     image becomes all zeros. uint8 input is returned unchanged and bool input maps to 0/255.
 
     Args:
@@ -123,7 +123,7 @@ def read_image(path: PathLike) -> np.ndarray:
     PNG, JPEG, TIFF and BMP are supported (anything PIL opens works too). Conversions:
 
     * grayscale and 1-bit images are replicated to three channels;
-    * palette images are converted to their RGB colours;
+    * palette images are converted to their RGB colors;
     * RGBA / LA images lose their alpha channel (it is dropped, not composited);
     * 16-bit, 32-bit and float images (including multi-channel TIFFs, read with
       ``tifffile``) are stretched per image so that the 0.5th..99.5th percentile maps to
@@ -154,7 +154,7 @@ def read_mask(path: PathLike) -> np.ndarray:
     """Read a mask file with its raw stored values.
 
     * L, I;16, I and F images: ``(H, W)`` with the stored values and dtype;
-    * palette (P) images: ``(H, W)`` palette *indices* (not colours), which is how most
+    * palette (P) images: ``(H, W)`` palette *indices* (not colors), which is how most
       annotation tools store class ids;
     * 1-bit images and bool arrays: ``(H, W)`` uint8 0/1;
     * LA / PA images: the L values / palette indices, alpha dropped;
@@ -164,7 +164,7 @@ def read_mask(path: PathLike) -> np.ndarray:
         path: Mask file.
 
     Returns:
-        ``(H, W)`` array of raw values, or ``(H, W, 3)`` uint8 for colour masks.
+        ``(H, W)`` array of raw values, or ``(H, W, 3)`` uint8 for color masks.
 
     Raises:
         FileNotFoundError: The file does not exist.

@@ -43,7 +43,7 @@ def prepare_training_data(
         class_names: names in class-id order (or a legend indexed by mask value); default
             ``classes.txt`` beside a training CSV, if there is one.
         seed: seed of the validation split.
-        class_colors: for colour (RGB) masks, ``{(r, g, b): name}`` (``None`` = ignore);
+        class_colors: for color (RGB) masks, ``{(r, g, b): name}`` (``None`` = ignore);
             see :mod:`autoseg.labels.colors`.
 
     Returns:

@@ -1,10 +1,10 @@
 """Small synthetic segmentation data sets (binary and multi-class), made offline.
 
 Each image shows one to four light, striped, speckled ellipses (the foreground) on a
-cluttered background: smooth colour variation, mid-tone rectangles and triangles, darker
-ellipses of a different colour and pixel noise. Shape alone does not identify the
+cluttered background: smooth color variation, mid-tone rectangles and triangles, darker
+ellipses of a different color and pixel noise. Shape alone does not identify the
 foreground (there are distractor ellipses) and neither does brightness alone (some clutter
-is bright), so a model has to learn colour and texture, yet it learns the task in minutes.
+is bright), so a model has to learn color and texture, yet it learns the task in minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from autoseg.data.io import PathLike
 _MIN_SIDE, _MAX_SIDE = 16, 1024
 _FOREGROUND_RGB = np.array([0.95, 0.78, 0.40])
 _DISTRACTOR_RGB = np.array([0.30, 0.35, 0.65])
-# image colours of multi-class foreground classes 1, 2, ... (class 0 is the background)
+# image colors of multi-class foreground classes 1, 2, ... (class 0 is the background)
 _CLASS_RGB = np.array(
     [
         [0.95, 0.78, 0.40],
@@ -36,7 +36,7 @@ _CLASS_RGB = np.array(
     ]
 )
 SYNTHETIC_VOID_RGB = (255, 255, 255)
-"""Colour of ignored (void) pixels in the RGB masks of :func:`make_synthetic_multiclass`."""
+"""Color of ignored (void) pixels in the RGB masks of :func:`make_synthetic_multiclass`."""
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -93,9 +93,9 @@ def _render_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     period, angle = rng.uniform(4, 9), rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:height, 0:width]
     stripes = 0.88 + 0.12 * np.sin((yy * np.sin(angle) + xx * np.cos(angle)) * 2 * np.pi / period)
-    colour = np.clip(_FOREGROUND_RGB + rng.normal(0, 0.04, size=3), 0, 1)
+    color = np.clip(_FOREGROUND_RGB + rng.normal(0, 0.04, size=3), 0, 1)
     speckle = rng.normal(0, 0.06, size=(height, width, 1))
-    image[fg] = (colour * stripes[..., None] + speckle)[fg]
+    image[fg] = (color * stripes[..., None] + speckle)[fg]
     image += rng.normal(0, 0.04, size=image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask
 
@@ -187,14 +187,14 @@ def _render_multiclass(
     image = _background(rng, height, width)
     ids = np.zeros((height, width), dtype=np.uint8)
     for k in range(1, num_classes):
-        # odd classes are ellipses, even ones rectangles; colour and texture tell them apart
+        # odd classes are ellipses, even ones rectangles; color and texture tell them apart
         draw = _random_ellipse if k % 2 else _random_rectangle
-        colour = np.clip(_CLASS_RGB[k - 1] + rng.normal(0, 0.03, size=3), 0, 1)
+        color = np.clip(_CLASS_RGB[k - 1] + rng.normal(0, 0.03, size=3), 0, 1)
         for _ in range(int(rng.integers(1, 3))):
             rows, cols = draw(rng, height, width)
             ids[rows, cols] = k
             texture = rng.normal(0, 0.05 * (1 + k % 3), size=(len(rows), 3))
-            image[rows, cols] = colour + texture
+            image[rows, cols] = color + texture
     # a small patch the "annotator" left unlabelled: it must be ignored, never learned
     side = max(2, min(height, width) // 12)
     top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
@@ -212,21 +212,21 @@ def _mask_writer(
     if not 2 <= num_classes <= len(_CLASS_RGB) + 1:
         raise ValueError(f"num_classes must be within 2..{len(_CLASS_RGB) + 1}, got {num_classes}")
     if values is not None and rgb_colors is not None:
-        raise ValueError("give values (class-id masks) or rgb_colors (colour masks), not both")
+        raise ValueError("give values (class-id masks) or rgb_colors (color masks), not both")
     if rgb_colors is not None:
-        colours = np.array(rgb_colors, dtype=np.int64).reshape(-1, 3)
-        if len(colours) != num_classes or len({tuple(c) for c in colours}) != num_classes:
-            raise ValueError(f"rgb_colors needs {num_classes} distinct colours, got {rgb_colors}")
+        colors = np.array(rgb_colors, dtype=np.int64).reshape(-1, 3)
+        if len(colors) != num_classes or len({tuple(c) for c in colors}) != num_classes:
+            raise ValueError(f"rgb_colors needs {num_classes} distinct colors, got {rgb_colors}")
         if (
-            (colours < 0).any()
-            or (colours > 255).any()
-            or SYNTHETIC_VOID_RGB in map(tuple, colours.tolist())
+            (colors < 0).any()
+            or (colors > 255).any()
+            or SYNTHETIC_VOID_RGB in map(tuple, colors.tolist())
         ):
             raise ValueError(
-                f"rgb_colors must be 0..255 and not the void colour {SYNTHETIC_VOID_RGB}"
+                f"rgb_colors must be 0..255 and not the void color {SYNTHETIC_VOID_RGB}"
             )
         lookup = np.zeros((256, 3), np.uint8)
-        lookup[:num_classes] = colours
+        lookup[:num_classes] = colors
         lookup[255] = SYNTHETIC_VOID_RGB
         return lambda ids: lookup[ids]
     table = list(range(num_classes)) if values is None else [int(v) for v in values]
@@ -254,7 +254,7 @@ def make_synthetic_multiclass(
     """Write a small synthetic multi-class data set in autoseg's input format.
 
     Class 0 is a cluttered background; class ``k >= 1`` is drawn as one or two ellipses
-    (odd ``k``) or rectangles (even ``k``) with its own colour and texture. Every image also
+    (odd ``k``) or rectangles (even ``k``) with its own color and texture. Every image also
     has a small void patch (mask value 255, to be ignored). Files: ``images/synth_NNN.png``,
     ``masks/synth_NNN.png``, ``train.csv`` and ``test.csv`` (last ``split_test`` images).
 
@@ -267,14 +267,14 @@ def make_synthetic_multiclass(
         num_classes: Number of classes including the background, 2..8.
         values: Mask value of each class (default ``0..K-1``), e.g. ``(0, 3, 7)`` for
             non-contiguous class ids. Void stays 255.
-        rgb_colors: If given, masks are RGB colour PNGs: class ``k`` is ``rgb_colors[k]``
+        rgb_colors: If given, masks are RGB color PNGs: class ``k`` is ``rgb_colors[k]``
             and void pixels are :data:`SYNTHETIC_VOID_RGB` (white).
 
     Returns:
         Paths of ``train.csv`` and ``test.csv``.
 
     Raises:
-        ValueError: Invalid sizes, counts, values or colours.
+        ValueError: Invalid sizes, counts, values or colors.
 
     Example:
         >>> train_csv, test_csv = make_synthetic_multiclass("mc", 12, values=(0, 3, 7))

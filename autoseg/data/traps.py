@@ -5,7 +5,7 @@ verbosity and before any model is built. Each message names the rows or files co
 few, then "and N more") and says how to fix the data, or how to say that it is meant.
 
 The mask summaries these checks read are each passing mask's distinct values (class ids for
-colour masks), collected during validation, keyed by row index.
+color masks), collected during validation, keyed by row index.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _format_values(values: Iterable[int], limit: int = 20) -> str:
 
 
 def as_single_channel(mask: np.ndarray) -> np.ndarray:
-    """Return a 2-D view of a mask, collapsing RGB(A) masks whose colour channels are equal.
+    """Return a 2-D view of a mask, collapsing RGB(A) masks whose color channels are equal.
 
     Args:
         mask: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3|4)`` array; bool is turned into 0/1.
@@ -49,7 +49,7 @@ def as_single_channel(mask: np.ndarray) -> np.ndarray:
         ``(H, W)`` array.
 
     Raises:
-        MaskFormatError: The mask is a real colour mask (its channels differ) or has an
+        MaskFormatError: The mask is a real color mask (its channels differ) or has an
             unsupported number of dimensions.
 
     """
@@ -60,7 +60,7 @@ def as_single_channel(mask: np.ndarray) -> np.ndarray:
         channels = mask.shape[2] if mask.shape[2] < 4 else 3  # alpha never carries labels
         for c in range(1, channels):
             if not np.array_equal(first, mask[:, :, c]):
-                raise MaskFormatError(unmapped_colours_message(mask))
+                raise MaskFormatError(unmapped_colors_message(mask))
         mask = first
     if mask.ndim != 2:
         raise MaskFormatError(f"expected a 2-D mask (H, W), got an array of shape {mask.shape}")
@@ -68,24 +68,14 @@ def as_single_channel(mask: np.ndarray) -> np.ndarray:
 
 
 def pack_rgb(mask: np.ndarray) -> np.ndarray:
-    """Pack an 8-bit colour mask into one int32 code per pixel, ``r << 16 | g << 8 | b``.
+    """``(H, W)`` int32 codes ``r << 16 | g << 8 | b`` of an ``(H, W, 3|4)`` uint8 mask.
 
-    One integer per pixel lets colours be looked up with sorted-array searches and
-    ``np.unique`` instead of slow row-wise comparisons.
-
-    Args:
-        mask: ``(H, W, 3|4)`` uint8 array (a fourth, alpha channel is ignored).
-
-    Returns:
-        ``(H, W)`` int32 array of colour codes.
-
-    Raises:
-        MaskFormatError: The mask is not an 8-bit colour array.
-
+    One integer per pixel lets colors be found by sorted-array search and ``np.unique``
+    (alpha is ignored). Raises ``MaskFormatError`` for anything but 8-bit color.
     """
     if mask.ndim != 3 or mask.shape[2] not in (3, 4) or mask.dtype != np.uint8:
         raise MaskFormatError(
-            f"expected an 8-bit RGB colour mask, got shape {mask.shape} and dtype {mask.dtype}"
+            f"expected an 8-bit RGB color mask, got shape {mask.shape} and dtype {mask.dtype}"
         )
     rgb = mask[:, :, :3].astype(np.int32)
     return (rgb[:, :, 0] << 16) | (rgb[:, :, 1] << 8) | rgb[:, :, 2]
@@ -97,30 +87,30 @@ def unpack_rgb(code: int) -> tuple[int, int, int]:
     return (code >> 16) & 255, (code >> 8) & 255, code & 255
 
 
-def format_colours(codes: Iterable[int], limit: int = 6) -> str:
-    """``(r, g, b), (r, g, b) and N more`` for packed colour codes, in sorted order."""
+def format_colors(codes: Iterable[int], limit: int = 6) -> str:
+    """``(r, g, b), (r, g, b) and N more`` for packed color codes, in sorted order."""
     ordered = sorted(int(c) for c in codes)
     shown = ", ".join(str(unpack_rgb(c)) for c in ordered[:limit])
     return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
 
 
-def distinct_colours(mask: np.ndarray) -> list[int]:
-    """Sorted packed codes of the distinct colours of a colour mask (any integer dtype)."""
+def distinct_colors(mask: np.ndarray) -> list[int]:
+    """Sorted packed codes of the distinct colors of a color mask (any integer dtype)."""
     if mask.dtype != np.uint8:
-        # rare (16-bit colour TIFFs): clip so every colour still gets a code to report
+        # rare (16-bit color TIFFs): clip so every color still gets a code to report
         mask = np.clip(np.nan_to_num(mask[:, :, :3]), 0, 255).astype(np.uint8)
     return [int(c) for c in np.unique(pack_rgb(mask))]
 
 
-def unmapped_colours_message(mask: np.ndarray) -> str:
-    """Explain that a colour mask needs ``class_colors``, naming the colours it holds."""
-    codes = distinct_colours(mask)
+def unmapped_colors_message(mask: np.ndarray) -> str:
+    """Explain that a color mask needs ``class_colors``, naming the colors it holds."""
+    codes = distinct_colors(mask)
     example = ", ".join(f"{unpack_rgb(c)}: 'name{i}'" for i, c in enumerate(codes[:3]))
     more = ", ..." if len(codes) > 3 else ""
     return (
-        f"colour mask: its colour channels differ; it holds {len(codes)} colours: "
-        f"{format_colours(codes)}. Pass class_colors={{{example}{more}}} (one entry per "
-        "colour, None for colours to ignore) to say which class each colour is, or save "
+        f"color mask: its color channels differ; it holds {len(codes)} colors: "
+        f"{format_colors(codes)}. Pass class_colors={{{example}{more}}} (one entry per "
+        "color, None for colors to ignore) to say which class each color is, or save "
         "masks as single-channel images of class ids (0..K-1, 255 = ignore)"
     )
 

@@ -34,10 +34,10 @@ class Problem:
 
     Attributes:
         problem_type: ``binary`` or ``multiclass``.
-        classes: the original mask values, in class-id order (binary: ``(0, 1)``; colour
-            masks: ``(0, .., K-1)``, as colours do not fit a uint8 id mask).
+        classes: the original mask values, in class-id order (binary: ``(0, 1)``; color
+            masks: ``(0, .., K-1)``, as colors do not fit a uint8 id mask).
         class_names: one readable name per class.
-        colors: for colour (RGB) masks, the colour-to-class table from ``class_colors``.
+        colors: for color (RGB) masks, the color-to-class table from ``class_colors``.
 
     It owns the policy that follows from the label space: binary or not, the number of
     outputs, the default metric, the metric names and the scorer.
@@ -99,7 +99,7 @@ class Problem:
         return lookup[ids]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for config.yaml (colours as ``[r, g, b, class_id]`` lists)."""
+        """Plain data for config.yaml (colors as ``[r, g, b, class_id]`` lists)."""
         values: dict[str, Any] = {
             "problem_type": self.problem_type,
             "classes": [int(c) for c in self.classes],
@@ -126,7 +126,7 @@ class MaskValueCollector:
 
     Args:
         problem_type: ``auto``, ``binary`` or ``multiclass``.
-        colors: the checked ``class_colors`` table for colour (RGB) masks, or ``None``.
+        colors: the checked ``class_colors`` table for color (RGB) masks, or ``None``.
 
     """
 
@@ -150,9 +150,9 @@ class MaskValueCollector:
         """Return a problem description for an illegal mask, else ``None``."""
         try:
             if self.colors is not None:
-                self.colors.encode(mask)  # names any colour missing from class_colors
+                self.colors.encode(mask)  # names any color missing from class_colors
                 return None
-            # names the colours of a real colour mask, and non-integer float values
+            # names the colors of a real color mask, and non-integer float values
             values = distinct_values(as_single_channel(mask))
         except MaskFormatError as err:
             return str(err)
@@ -174,7 +174,7 @@ class MaskValueCollector:
         return None
 
     def labels_of(self, mask: np.ndarray) -> frozenset[int]:
-        """Distinct values of a mask that passed the check (colour masks: class ids)."""
+        """Distinct values of a mask that passed the check (color masks: class ids)."""
         if self.colors is not None:
             return frozenset(int(v) for v in np.unique(self.colors.encode(mask)))
         return frozenset(distinct_values(as_single_channel(mask)))

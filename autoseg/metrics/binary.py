@@ -63,17 +63,9 @@ def _confusion(pred: np.ndarray, gt: np.ndarray, threshold: float) -> tuple[int,
 
 
 def iou(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> float:
-    """Intersection over union (Jaccard index) of the thresholded prediction.
+    """Intersection over union ``TP / (TP + FP + FN)`` of ``pred >= threshold``.
 
-    Args:
-        pred: Foreground probabilities, shape ``(H, W)``, in ``[0, 1]``.
-        gt: Boolean ground-truth mask, shape ``(H, W)``.
-        threshold: A pixel is predicted foreground when ``pred >= threshold``.
-
-    Returns:
-        ``TP / (TP + FP + FN)``; 1.0 when both the mask and the prediction are empty, since an
-        image correctly predicted as containing nothing is a perfect prediction.
-
+    1.0 when mask and prediction are both empty: correctly predicting nothing is perfect.
     """
     tp, fp, fn, _ = _confusion(pred, gt, threshold)
     union = tp + fp + fn
@@ -81,17 +73,7 @@ def iou(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> float:
 
 
 def dice(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> float:
-    """Dice coefficient (F1 score) of the thresholded prediction.
-
-    Args:
-        pred: Foreground probabilities, shape ``(H, W)``, in ``[0, 1]``.
-        gt: Boolean ground-truth mask, shape ``(H, W)``.
-        threshold: A pixel is predicted foreground when ``pred >= threshold``.
-
-    Returns:
-        ``2 TP / (2 TP + FP + FN)``; 1.0 when both the mask and the prediction are empty.
-
-    """
+    """Dice (F1) ``2 TP / (2 TP + FP + FN)`` of ``pred >= threshold``; 1.0 when both are empty."""
     tp, fp, fn, _ = _confusion(pred, gt, threshold)
     denominator = 2 * tp + fp + fn
     return 1.0 if denominator == 0 else 2 * tp / denominator
@@ -105,15 +87,6 @@ def ber(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> float:
     (``100 * (1 - TN / N_neg)``), and symmetrically when it has no negative pixels. A perfect
     prediction therefore always scores 0. (``pysodmetrics``' ``BERHandler`` instead counts the
     undefined rate as 0, which puts every empty-mask image at 50% or worse.)
-
-    Args:
-        pred: Foreground probabilities, shape ``(H, W)``, in ``[0, 1]``.
-        gt: Boolean ground-truth mask, shape ``(H, W)``.
-        threshold: A pixel is predicted foreground when ``pred >= threshold``.
-
-    Returns:
-        The balanced error rate in ``[0, 100]``.
-
     """
     tp, fp, fn, tn = _confusion(pred, gt, threshold)
     n_pos, n_neg = tp + fn, tn + fp
@@ -126,16 +99,7 @@ def ber(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> float:
 
 
 def mae(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean absolute error between the probability map and the mask (lower is better).
-
-    Args:
-        pred: Foreground probabilities, shape ``(H, W)``, in ``[0, 1]``.
-        gt: Boolean ground-truth mask, shape ``(H, W)``.
-
-    Returns:
-        ``mean(|pred - gt|)`` in ``[0, 1]``.
-
-    """
+    """Mean absolute error ``mean(|pred - gt|)`` of the probability map, in ``[0, 1]``."""
     pred, gt = _check_inputs(pred, gt)
     return float(np.mean(np.abs(pred - gt)))
 
@@ -330,11 +294,14 @@ class BinaryMetricAccumulator:
     """Averages per-image binary metrics over a dataset.
 
     Example:
-        >>> acc = BinaryMetricAccumulator(["iou", "sm"])
-        >>> for prob, mask in pairs:  # doctest: +SKIP
-        ...     acc.update(prob, mask)
-        >>> acc.compute()  # doctest: +SKIP
-        {'iou': 0.81, 'sm': 0.88}
+        >>> acc = BinaryMetricAccumulator(["iou", "dice"])
+        >>> gt = np.array([[1, 1, 0, 0]] * 4, bool)
+        >>> acc.update(np.array([[0.9, 0.8, 0.2, 0.1]] * 4), gt)
+        {'iou': 1.0, 'dice': 1.0}
+        >>> acc.update(np.array([[0.9, 0.3, 0.7, 0.1]] * 4), gt)
+        {'iou': 0.3333333333333333, 'dice': 0.5}
+        >>> acc.compute()
+        {'iou': 0.6666666666666666, 'dice': 0.75}
 
     """
 
@@ -392,7 +359,3 @@ class BinaryMetricAccumulator:
         if len(self) == 0:
             raise RuntimeError("BinaryMetricAccumulator.compute() called before any update()")
         return {name: float(np.mean(values)) for name, values in self.values.items()}
-
-    def reset(self) -> None:
-        """Forget every image seen so far."""
-        self.values = {name: [] for name in self.metrics}

@@ -123,7 +123,3 @@ class MulticlassMetricAccumulator:
         for name, value in zip(class_names, per_class, strict=True):
             results[f"iou/{name}"] = float(value)
         return results
-
-    def reset(self) -> None:
-        """Forget everything added so far."""
-        self._confusion[:] = 0

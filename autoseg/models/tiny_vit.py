@@ -327,10 +327,15 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed images (B, C, S, S) into (B, out_chans, S / stride, S / stride)."""
-        x = self.patch_embed(x)
-        for stage in self.layers:
+        cache = self.__dict__.get("prefix_cache")  # see autoseg.models.prefix_cache
+        x = self.forward_prefix(x) if cache is None else cache(self.forward_prefix, x)
+        for stage in self.layers[1:]:
             x = stage(x)
         return self.neck(x)
+
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch embedding and conv stage 0 (with its patch merging): no adapters there."""
+        return self.layers[0](self.patch_embed(x))
 
 
 def _init_linear(module: nn.Module) -> None:

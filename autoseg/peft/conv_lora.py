@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoseg.peft.gate import NoisyTopOneGate, Routing
+from autoseg.peft.gate import GATE_FACTORS, NoisyTopOneGate, Routing
 from autoseg.peft.lora import LoRALinear, autocast_active, wrap_qkv_layers
 from autoseg.peft.registry import PeftConfig, register_peft_method
 from autoseg.rules import setting
@@ -25,11 +25,14 @@ from autoseg.rules import setting
 class ConvLoRAConfig(PeftConfig):
     """Conv-LoRA's settings, the paper's defaults (r = 3, alpha = 32, M = 8 experts).
 
-    ``balance_weight`` scales the experts' load-balancing loss added to the task loss.
+    ``balance_weight`` scales the experts' load-balancing loss added to the task loss;
+    ``gate_factor`` is what multiplies the chosen expert's output (see
+    :class:`~autoseg.peft.gate.NoisyTopOneGate`).
 
     Example:
-        >>> ConvLoRAConfig(num_experts=4).to_dict()
-        {'method': 'conv_lora', 'rank': 3, 'alpha': 32.0, 'num_experts': 4, 'balance_weight': 0.01}
+        >>> config = ConvLoRAConfig(num_experts=4)
+        >>> config.num_experts, config.balance_weight, config.gate_factor
+        (4, 0.01, 'straight_through')
 
     """
 
@@ -38,12 +41,45 @@ class ConvLoRAConfig(PeftConfig):
     alpha: float = setting(32.0, above=0)
     num_experts: int = setting(8, at_least=1)
     balance_weight: float = setting(0.01, at_least=0)
+    gate_factor: str = setting(GATE_FACTORS[0], choices=lambda: GATE_FACTORS)
 
 
 def _inside_backward() -> bool:
     """Whether we run inside an autograd backward pass (e.g. a checkpoint recompute)."""
     graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
     return graph_task_id is not None and graph_task_id() != -1
+
+
+def bicubic_resize_matrix(
+    size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The ``(size_out, size_in)`` matrix of PyTorch's 1-D bicubic resize (align_corners=False).
+
+    Built by resizing the identity, so it is PyTorch's own kernel, border clamping included.
+    """
+    eye = torch.eye(size_in, device=device, dtype=dtype).view(size_in, 1, size_in, 1)
+    columns = F.interpolate(eye, size=(size_out, 1), mode="bicubic", align_corners=False)
+    return columns.view(size_in, size_out).T
+
+
+def bicubic_resize(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(z, size, mode="bicubic", align_corners=False)`` as two matmuls.
+
+    Bicubic resizing is separable, so ``rows @ z @ cols.T`` equals it (to float rounding);
+    on the CPU the matmuls and their backward are several times faster than the
+    interpolation kernel's, which matters once every expert runs on every sample.
+
+    Example:
+        >>> z = torch.randn(2, 3, 5, 7)
+        >>> expected = F.interpolate(z, size=(10, 14), mode="bicubic", align_corners=False)
+        >>> torch.allclose(bicubic_resize(z, (10, 14)), expected, atol=1e-6)
+        True
+
+    """
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    rows = bicubic_resize_matrix(z.shape[-2], size[0], z.device, dtype)
+    cols = bicubic_resize_matrix(z.shape[-1], size[1], z.device, dtype)
+    return rows @ z @ cols.T
 
 
 class ConvExpert(nn.Module):
@@ -90,15 +126,10 @@ class ConvExpert(nn.Module):
             z = z.to(self.conv.weight.dtype)
         height, width = z.shape[-2:]
         if self.scale > 1:
-            z = F.interpolate(
-                z,
-                size=(height * self.scale, width * self.scale),
-                mode="bicubic",
-                align_corners=False,
-            )
+            z = bicubic_resize(z, (height * self.scale, width * self.scale))
         y = F.gelu(self.conv(z))
         if self.scale > 1:
-            y = F.interpolate(y, size=(height, width), mode="bicubic", align_corners=False)
+            y = bicubic_resize(y, (height, width))
         return y
 
     def extra_repr(self) -> str:
@@ -112,15 +143,24 @@ class ConvLoRALinear(LoRALinear):
     The low-rank code ``z = A(x)`` is viewed as a ``(B, H, W, r)`` map (a ``(B, N, r)``
     token sequence is reshaped to ``(B, sqrt(N), sqrt(N), r)``). A noisy top-1 gate on the
     spatially pooled code picks one of ``num_experts`` conv experts (expert ``i`` works at
-    ``i + 1`` times the resolution) per sample; only that expert runs, and its output is
-    scaled by its router probability and added to ``z`` before ``B``. The last forward's
-    load-balancing loss is kept in :attr:`balance_loss`.
+    ``i + 1`` times the resolution) per sample; that expert's output, times the gate factor,
+    is added to ``z`` before ``B``. The last forward's load-balancing loss is kept in
+    :attr:`balance_loss`.
+
+    Every expert runs on the whole batch and a one-hot weight keeps the chosen one: the
+    experts are rank-``r`` convs, cheap next to the block, and choosing the samples per
+    expert would need their count on the host (a device sync, and a graph break under
+    ``torch.compile``). The other experts' outputs are multiplied by exactly zero, so the
+    result and the gradients equal running only the chosen expert, except that the unchosen
+    experts get zero gradients instead of none (AdamW still applies momentum and weight
+    decay to them).
 
     Args:
         base: The fused qkv linear layer; frozen in place and kept as ``self.base``.
         rank: LoRA rank ``r``.
         alpha: LoRA ``alpha``; the update is scaled by ``alpha / rank``.
         num_experts: Number of experts ``M`` (scales ``1..M``).
+        gate_factor: One of :data:`~autoseg.peft.gate.GATE_FACTORS`.
 
     Example:
         >>> layer = ConvLoRALinear(nn.Linear(32, 96), rank=3, num_experts=8)
@@ -135,7 +175,12 @@ class ConvLoRALinear(LoRALinear):
     balance_loss: torch.Tensor | None
 
     def __init__(
-        self, base: nn.Linear, rank: int = 3, alpha: float = 32.0, num_experts: int = 8
+        self,
+        base: nn.Linear,
+        rank: int = 3,
+        alpha: float = 32.0,
+        num_experts: int = 8,
+        gate_factor: str = GATE_FACTORS[0],
     ) -> None:
         super().__init__(base, rank=rank, alpha=alpha)
         if num_experts < 1:
@@ -144,7 +189,7 @@ class ConvLoRALinear(LoRALinear):
         self.experts = nn.ModuleList(
             ConvExpert(rank, scale=i + 1, **factory) for i in range(num_experts)
         )
-        self.gate = NoisyTopOneGate(rank, num_experts, **factory)
+        self.gate = NoisyTopOneGate(rank, num_experts, factor=gate_factor, **factory)
         self.balance_loss = None
 
     def adapt(self, z: torch.Tensor) -> torch.Tensor:
@@ -188,21 +233,17 @@ class ConvLoRALinear(LoRALinear):
         return z_map + expert_out.permute(0, 2, 3, 1)
 
     def _run_chosen_experts(self, z: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """Run each expert once on the samples routed to it, weighted by the router prob."""
-        index = routing.expert_index
-        # One host sync for all experts instead of one boolean mask (and sync) per expert.
-        counts = torch.bincount(index, minlength=len(self.experts)).tolist()
-        order = torch.argsort(index, stable=True)
-        groups = z.index_select(0, order).split(counts)
-        outputs = [
-            expert(group)
-            for expert, group, count in zip(self.experts, groups, counts, strict=True)
-            if count > 0
-        ]
-        grouped = torch.cat(outputs)
-        weight = routing.expert_weight.index_select(0, order).to(grouped.dtype)
-        grouped = grouped * weight.view(-1, 1, 1, 1)
-        return grouped.index_select(0, torch.argsort(order)).to(z.dtype)
+        """``g[b] * E_k[b](z[b])`` for every sample, without reading the routing on the host."""
+        experts = torch.arange(len(self.experts), device=z.device)
+        # Not F.one_hot: it checks the index range on the host, a device sync.
+        chosen = (routing.expert_index[:, None] == experts).to(routing.expert_weight)
+        weights = chosen * routing.expert_weight[:, None]
+        z = z.contiguous()
+        mixed = torch.zeros_like(z)
+        for expert, weight in zip(self.experts, weights.unbind(dim=1), strict=True):
+            out = expert(z)
+            mixed = mixed + out * weight.to(out.dtype).view(-1, 1, 1, 1)
+        return mixed.to(z.dtype)
 
     def parameter_groups(self) -> dict[str, int]:
         """Adapter parameters by the paper's columns: LoRA and MoE-conv (experts + gate)."""
@@ -219,7 +260,9 @@ def apply_conv_lora(model: nn.Module, config: ConvLoRAConfig) -> None:
     """Wrap the image encoder's ``qkv`` layers in :class:`ConvLoRALinear`."""
 
     def wrap(base: nn.Linear) -> ConvLoRALinear:
-        return ConvLoRALinear(base, config.rank, config.alpha, config.num_experts)
+        return ConvLoRALinear(
+            base, config.rank, config.alpha, config.num_experts, config.gate_factor
+        )
 
     wrap_qkv_layers(model.image_encoder, wrap)
 

@@ -12,14 +12,17 @@ from torch import nn
 
 from autoseg.peft.lora import autocast_active
 
+GATE_FACTORS: tuple[str, ...] = ("straight_through", "clean_prob")
+"""What multiplies the chosen expert's output (``peft.gate_factor``); see NoisyTopOneGate."""
+
 
 class Routing(NamedTuple):
     """Routing decision for one batch.
 
     Attributes:
         expert_index: ``(B,)`` int64, the expert chosen for each sample.
-        expert_weight: ``(B,)`` float32, the router probability of that expert (a full-softmax
-            probability, so it carries task-loss gradient into the gate).
+        expert_weight: ``(B,)`` float32, the gate factor that multiplies that expert's output;
+            it carries task-loss gradient into ``w_gate``.
         balance_loss: Scalar float32, ``cv^2(importance) + cv^2(load)``.
 
     """
@@ -88,20 +91,31 @@ class NoisyTopOneGate(nn.Module):
     """Per-sample top-1 router over ``num_experts`` from a pooled ``(B, rank)`` code.
 
     Clean logits are ``pooled @ w_gate``; in training mode Gaussian noise with std
-    ``softplus(pooled @ w_noise) + noise_epsilon`` is added. The chosen expert is the argmax
-    of the (noisy) logits and is weighted by its full-softmax probability, so the gate is
-    trained by the task loss as well as by the balance loss. Both weight matrices start at
-    zero; the gate runs in float32 even under autocast.
+    ``softplus(pooled @ w_noise) + noise_epsilon`` is added, and the chosen expert is the
+    argmax of the (noisy) logits. Noise only chooses: the router probability ``p`` of the
+    chosen expert is always its clean-logit softmax probability, so for the same choice it is
+    the same in training and evaluation. The chosen expert's output is multiplied by the gate
+    factor:
+
+    - ``"straight_through"``: ``p / p.detach()``, exactly 1 (the reference's value) with the
+      gradient of ``log p`` into ``w_gate``;
+    - ``"clean_prob"``: ``p`` itself.
+
+    The balance loss's importance term sums ``p`` (not the factor, which is 1 under
+    straight-through and would reduce importance to a copy of the load counts); ``w_noise``
+    learns from the load term. Both weight matrices start at zero; the gate runs in float32
+    even under autocast.
 
     Args:
         rank: Width of the pooled code (the LoRA rank).
         num_experts: Number of experts ``M``.
         noise_epsilon: Floor added to the noise standard deviation.
+        factor: One of :data:`GATE_FACTORS`.
         device: Device of the gate weights (``"meta"`` for shape-only models).
         dtype: Dtype of the gate weights (float32 when None).
 
     Example:
-        >>> gate = NoisyTopOneGate(rank=3, num_experts=8).eval()
+        >>> gate = NoisyTopOneGate(rank=3, num_experts=8, factor="clean_prob").eval()
         >>> routing = gate(torch.randn(4, 3))
         >>> routing.expert_index.shape, routing.expert_weight[0].item()
         (torch.Size([4]), 0.125)
@@ -113,14 +127,18 @@ class NoisyTopOneGate(nn.Module):
         rank: int,
         num_experts: int,
         noise_epsilon: float = 1e-2,
+        factor: str = GATE_FACTORS[0],
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if factor not in GATE_FACTORS:
+            raise ValueError(f"gate factor must be one of {list(GATE_FACTORS)}, got {factor!r}")
         self.num_experts = num_experts
         self.noise_epsilon = noise_epsilon
+        self.factor = factor
         self.w_gate = nn.Parameter(torch.zeros(rank, num_experts, device=device, dtype=dtype))
         self.w_noise = nn.Parameter(torch.zeros(rank, num_experts, device=device, dtype=dtype))
 
@@ -149,19 +167,22 @@ class NoisyTopOneGate(nn.Module):
             if self.training:
                 std = F.softplus(pooled @ self.w_noise.float()) + self.noise_epsilon
                 noisy = clean + torch.randn_like(clean) * std
-            probs = noisy.softmax(dim=1)
             index = noisy.argmax(dim=1)
-            weight = probs.gather(1, index[:, None])
-            sparse_gates = torch.zeros_like(probs).scatter(1, index[:, None], weight)
-            importance = sparse_gates.sum(dim=0)
+            prob = clean.softmax(dim=1).gather(1, index[:, None])
+            weight = prob / prob.detach() if self.factor == "straight_through" else prob
+            importance = torch.zeros_like(clean).scatter(1, index[:, None], prob).sum(dim=0)
             if std is not None and self.num_experts > 1:
                 load = prob_in_top1(clean, noisy, std).sum(dim=0)
             else:
-                load = F.one_hot(index, self.num_experts).sum(dim=0).float()
+                experts = torch.arange(self.num_experts, device=index.device)
+                load = (index[:, None] == experts).sum(dim=0).float()
             loss = cv_squared(importance) + cv_squared(load)
         return Routing(index, weight.squeeze(1), loss)
 
     def extra_repr(self) -> str:
         """Gate shape and noise floor for ``print(model)``."""
         rank, experts = self.w_gate.shape
-        return f"rank={rank}, num_experts={experts}, noise_epsilon={self.noise_epsilon:g}"
+        return (
+            f"rank={rank}, num_experts={experts}, noise_epsilon={self.noise_epsilon:g}, "
+            f"factor={self.factor}"
+        )

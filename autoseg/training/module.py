@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import lightning as L
-import numpy as np
 import torch
 
 from autoseg.config import LossConfig, OptimConfig
-from autoseg.metrics import BinaryMetricAccumulator, MulticlassMetricAccumulator
+from autoseg.evaluation import OriginalSizeScorer
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.peft import PeftConfig, balance_loss_weight
 from autoseg.training.losses import task_loss
@@ -18,6 +17,10 @@ from autoseg.training.step import linear_decay, make_optimizer, training_loss
 
 class SegmentationTask(L.LightningModule):
     """Trains the adapters and mask head; validates with the run's metric each epoch.
+
+    Validation scores at each image's original size, as ``evaluate`` does (see
+    :class:`~autoseg.evaluation.OriginalSizeScorer`); it needs the
+    :class:`~autoseg.data.datamodule.SegmentationDataModule` the Trainer runs on.
 
     Args:
         model: the adapted segmenter.
@@ -58,7 +61,7 @@ class SegmentationTask(L.LightningModule):
             hyperparameters["peft"] = peft.to_dict()
         hyperparameters.update(eval_metric=eval_metric, balance_weight=self.balance_weight)
         self.save_hyperparameters(hyperparameters)
-        self._accumulator: BinaryMetricAccumulator | MulticlassMetricAccumulator | None = None
+        self._scorer: OriginalSizeScorer | None = None
         # Resume checkpoints hold only the trainable weights; the frozen backbone is rebuilt.
         self.strict_loading = False
 
@@ -99,32 +102,40 @@ class SegmentationTask(L.LightningModule):
         return total
 
     def on_validation_epoch_start(self) -> None:
-        """Start a fresh metric accumulator."""
-        if self.is_binary:
-            self._accumulator = BinaryMetricAccumulator([self.eval_metric])
-        else:
-            self._accumulator = MulticlassMetricAccumulator(self.model.num_classes)
+        """Start a fresh pass of the original-size scorer (its cached masks stay)."""
+        self._scorer = self._original_size_scorer()
+        self._scorer.reset()
+
+    def _original_size_scorer(self) -> OriginalSizeScorer:
+        """The scorer of the validation rows; their masks come from the trainer's data module."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        table = getattr(datamodule, "val_table", None)
+        problem = getattr(datamodule, "problem", None)
+        if table is None or problem is None:
+            raise TypeError(
+                "SegmentationTask scores validation at each image's original size and reads "
+                "the masks from the data module: pass datamodule=SegmentationDataModule(...) "
+                "to the Trainer's fit/validate (it has val_table and problem)."
+            )
+        labels = table["label"].tolist()
+        if self._scorer is not None and self._scorer.labels == labels:
+            return self._scorer
+        return OriginalSizeScorer(problem, labels, [self.eval_metric])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Score each image on its valid (unpadded) region at the model's resolution."""
+        """Loss at the model's resolution; the metric at each image's original size.
+
+        The metric is the one ``evaluate`` reports (padding cropped, logits resized to the
+        original size, scored against the original mask), so the kept epoch is the best by
+        the number the user sees.
+        """
         loss, logits = self._losses(batch)
         self.log("val_loss", loss, on_epoch=True, batch_size=batch["image"].shape[0])
-        logits = logits.float()
-        if self.is_binary:
-            scores = torch.sigmoid(logits[:, 0])
-        else:
-            scores = logits.argmax(dim=1)
-        for score, mask, (h, w) in zip(scores, batch["mask"], batch["resized_hw"], strict=True):
-            pred = score[:h, :w].cpu().numpy()
-            gt = mask[:h, :w].cpu().numpy()
-            if self.is_binary:
-                self._accumulator.update(pred, gt == 1)
-            else:
-                self._accumulator.update(pred.astype(np.int64), gt)
+        self._scorer.update(logits.detach(), batch["index"], batch["resized_hw"])
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val_<metric>``, the number early stopping and the best-weights keeper watch."""
-        results = self._accumulator.compute()
+        results = self._scorer.compute()
         self.log(
             f"val_{self.eval_metric}",
             float(results[self.eval_metric]),

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -147,14 +146,15 @@ def run_training(
     With ``resume``, training continues from the folder's last resume checkpoint (loaded
     with ``weights_only=True``: tensors and plain data only, no code). The training
     workflow removes it once the predictor is saved, so a finished predictor folder holds
-    no pickle files.
+    no pickle files. Torch threads and encoder compilation follow
+    :func:`~autoseg.runtime.resolve_runtime`; the caller's thread count is restored after.
     """
-    if config.env.num_threads > 0:
-        torch.set_num_threads(config.env.num_threads)
+    runtime = resolve_runtime(config.env)
+    runtime.prepare(task.model)
     monitor = f"val_{task.eval_metric}"
     start = time.perf_counter()
     task.model.train()
-    with warnings.catch_warnings(), _quiet_lightning(verbosity):
+    with runtime.threads(), warnings.catch_warnings(), _quiet_lightning(verbosity):
         # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
