@@ -30,7 +30,10 @@ def build_model(
         num_classes=num_outputs,
         image_size=config.data.image_size,
         checkpoint=checkpoint or config.model.checkpoint,
-        pretrained=pretrained,
+        # model.pretrained=False (training from scratch) never needs or reads a weights file.
+        pretrained=pretrained and config.model.pretrained,
+        in_channels=config.model.in_channels,
+        bands=None if config.data.bands is None else tuple(config.data.bands),
     )
     apply_peft(model, config.peft)
     if config.env.activation_checkpointing:
@@ -41,12 +44,20 @@ def build_model(
 def count_parameters(config: Config, num_outputs: int = 1) -> dict[str, int]:
     """Trainable/total parameter counts for a config, built on the meta device (no memory).
 
+    Besides :func:`~autoseg.peft.adapter_parameter_counts`' groups, ``bands`` counts the
+    band projection of a model with ``model.in_channels`` above 3 (0 otherwise); it is
+    trainable, so it is part of ``trainable`` too.
+
     Example:
         >>> cfg = Config().with_overrides({"model.backbone": "vit_h", "data.image_size": 1024})
         >>> count_parameters(cfg)["trainable"]
         4020096
+        >>> count_parameters(cfg.with_overrides({"model.in_channels": 6}))["bands"]
+        21
 
     """
     with torch.device("meta"):
         model, _ = build_model(config, num_outputs, pretrained=False)
-    return adapter_parameter_counts(model)
+    projection = model.band_projection
+    bands = 0 if projection is None else projection.parameter_count()
+    return {**adapter_parameter_counts(model), "bands": bands}

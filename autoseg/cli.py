@@ -1,4 +1,4 @@
-"""Command line: ``autoseg fit | evaluate | predict | info | demo``, mirroring the API.
+"""Command line: ``autoseg fit | evaluate | predict | export | info | compare | demo``.
 
 Exit codes: 0 done; 2 a problem with your input or settings (any
 :class:`~autoseg.errors.AutosegError`, printed as one ``autoseg <command>: error: ...`` line);
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from autoseg.cli_info import add_info_parser
 from autoseg.errors import AutosegError, PredictorFolderError, SettingsError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -104,13 +105,29 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+TILE_CHOICES = {"auto": "auto", "on": True, "off": False}  # --tile word -> the API's tile
+
+
+def _tiling(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``tile``/``tile_size``/``overlap`` arguments, checked before the model is loaded."""
+    from autoseg.tiling import check_tile_options
+
+    options = dict(tile=TILE_CHOICES[args.tile], tile_size=args.tile_size, overlap=args.overlap)
+    try:
+        check_tile_options(**options)
+    except SettingsError as error:
+        raise SettingsError(f"--{str(error).replace('_', '-')}") from None
+    return options
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from autoseg.predictor import SemanticSegmentor
 
     folder, data = _predictor_folder(args.model), _existing_input(args.data, "--data")
     _check_metric_names(args.metrics)
+    tiling = _tiling(args)  # before the model loads
     seg = SemanticSegmentor.load(folder, verbosity=args.verbosity)
-    print(json.dumps(seg.evaluate(data, metrics=args.metrics), indent=2))
+    print(json.dumps(seg.evaluate(data, metrics=args.metrics, **tiling), indent=2))
     return EXIT_OK
 
 
@@ -118,62 +135,38 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from autoseg.predictor import SemanticSegmentor
 
     folder, data = _predictor_folder(args.model), _existing_input(args.input, "--input")
+    tiling = _tiling(args)  # before the model loads
     seg = SemanticSegmentor.load(folder, verbosity=args.verbosity)
-    masks = seg.predict(data, save_dir=args.out, overwrite=args.overwrite)
+    masks = seg.predict(data, save_dir=args.out, overwrite=args.overwrite, **tiling)
     print(f"wrote {len(masks)} masks and overlays to {args.out}")
     return EXIT_OK
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from autoseg import info
-    from autoseg.models.backbones import BACKBONES
-    from autoseg.peft.apply import PEFT_METHODS
+def _cmd_export(args: argparse.Namespace) -> int:
+    from autoseg.predictor import SemanticSegmentor
 
-    backbones = args.backbone or ["vit_b", "vit_l", "vit_h"]
-    methods = args.method or (["conv_lora"] if args.memory else list(PEFT_METHODS))
-    for option, names, known in (
-        ("--backbone", backbones, sorted(BACKBONES)),
-        ("--method", methods, list(PEFT_METHODS)),
-    ):
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise SettingsError(f"{option}: unknown {unknown}; choose from {known}.")
-    if args.num_classes < 1:
-        raise SettingsError(f"--num-classes must be >= 1 (1 = binary), got {args.num_classes}.")
-    if not args.memory:
-        print(info.parameter_table(backbones, methods, args.num_classes, args.image_size))
-        return EXIT_OK
-    _check_memory_options(args, backbones)
-    for method in methods:
-        print(
-            info.memory_table(
-                backbones,
-                method,
-                args.image_size,
-                args.batch_size,
-                args.precision,
-                args.num_classes,
-            )  # fmt: skip
-        )
-    if args.presets:
-        print(f"\nGPU presets on their smallest card (>= {info.HEADROOM:.0%} must stay free)")
-        print(info.preset_memory_table())
+    seg = SemanticSegmentor.load(_predictor_folder(args.model), verbosity=args.verbosity)
+    print(f"wrote {seg.export(args.out, overwrite=args.overwrite)}")
     return EXIT_OK
 
 
-def _check_memory_options(args: argparse.Namespace, backbones: Sequence[str]) -> None:
-    """Refuse sizes the memory view cannot estimate, before any model is built."""
-    from autoseg.models.backbones import pretrained_weights
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from autoseg.predictor import SemanticSegmentor
 
-    if not args.batch_size or min(args.batch_size) < 1:
-        raise SettingsError(f"--batch-size needs sizes >= 1, got {args.batch_size}.")
-    size = args.image_size
-    for backbone in backbones if size is not None else []:
-        multiple = pretrained_weights(backbone).size_multiple
-        if size <= 0 or size % multiple:
-            raise SettingsError(
-                f"--image-size {size}: {backbone} needs a positive multiple of {multiple}."
-            )
+    board = SemanticSegmentor.compare(
+        _existing_input(args.train, "--train"),
+        _existing_input(args.test, "--test"),
+        methods=args.methods,
+        seeds=args.seeds,
+        budget=args.budget,
+        time_limit=args.time_limit,
+        out=args.out,
+        presets=args.presets,
+        hyperparameters=_parse_sets(args.set),
+        verbosity=args.verbosity,
+    )
+    print(board.to_string(index=False))
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -212,25 +205,28 @@ def _add_fit_parser(sub: Any, debug: argparse.ArgumentParser) -> None:
     fit.set_defaults(func=_cmd_fit)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``autoseg`` argument parser with its five sub-commands."""
-    parser = _Parser(
-        prog="autoseg", description="Fine-tune SAM with Conv-LoRA for semantic segmentation."
+def _add_tile_options(command: argparse.ArgumentParser) -> None:
+    """``--tile``, ``--tile-size``, ``--overlap``: the API's tiling arguments."""
+    command.add_argument(
+        "--tile",
+        choices=list(TILE_CHOICES),
+        default="off",
+        help="predict in overlapping windows at the model's scale: on, off (default), or auto "
+        "(images whose longest side exceeds twice the window)",
     )
-    parser.add_argument("-v", "--verbosity", type=int, default=2, help="0 silent .. 2 progress")
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
-    debug = _Parser(add_help=False)  # --debug also after the command, as users type it
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    command.add_argument("--tile-size", type=int, help="window side (default: model input)")
+    command.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction")
 
-    _add_fit_parser(sub, debug)
 
+def _add_inference_parsers(sub: Any, debug: argparse.ArgumentParser) -> None:
+    """``autoseg evaluate``, ``predict`` and ``export`` on a saved predictor folder."""
     evaluate = sub.add_parser(
         "evaluate", parents=[debug], help="score a saved predictor on a labelled CSV"
     )
     evaluate.add_argument("--model", required=True, help="predictor folder")
     evaluate.add_argument("--data", required=True, help="CSV with image and label columns")
     evaluate.add_argument("--metrics", nargs="*", help="subset of metrics")
+    _add_tile_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     predict = sub.add_parser("predict", parents=[debug], help="write mask PNGs and overlays")
@@ -242,39 +238,48 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an --out folder that holds other files (inputs are never replaced)",
     )
+    _add_tile_options(predict)
     predict.set_defaults(func=_cmd_predict)
 
-    info = sub.add_parser(
-        "info",
-        parents=[debug],
-        help="trainable-parameter table, or GPU training-memory estimates (--memory)",
-    )
-    info.add_argument("--backbone", nargs="*", help="default: vit_b vit_l vit_h")
-    info.add_argument("--method", nargs="*", help="default: all (--memory: conv_lora)")
-    info.add_argument("--num-classes", type=int, default=1, help="1 = binary")
-    info.add_argument("--image-size", type=int, help="input size (default: the backbone's)")
-    info.add_argument(
-        "--memory",
-        action="store_true",
-        help="estimated peak GPU training memory and the card sizes it fits",
-    )
-    info.add_argument(
-        "--batch-size", type=int, nargs="*", default=[1, 2, 4], help="--memory: batch sizes"
-    )
-    info.add_argument(
-        "--precision",
-        nargs="*",
-        default=["bf16-mixed"],
-        choices=["bf16-mixed", "16-mixed", "32-true"],
-        help="--memory: training precisions (default: bf16-mixed, as the GPU presets)",
-    )
-    info.add_argument(
-        "--presets",
-        action="store_true",
-        help="--memory: also each GPU preset on its smallest card, and the settings derived",
-    )
-    info.set_defaults(func=_cmd_info)
+    export = sub.add_parser("export", parents=[debug], help="write the model as ONNX")
+    export.add_argument("--model", required=True, help="predictor folder")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    export.set_defaults(func=_cmd_export)
 
+
+def _add_compare_parser(sub: Any, debug: argparse.ArgumentParser) -> None:
+    """``autoseg compare``: ``SemanticSegmentor.compare`` (paired seeds, one budget)."""
+    compare = sub.add_parser(
+        "compare", parents=[debug], help="rank PEFT methods on your data, paired over seeds"
+    )
+    compare.add_argument("--train", required=True, help="training CSV (image,label)")
+    compare.add_argument("--test", required=True, help="test CSV (image,label)")
+    compare.add_argument("--methods", nargs="+", default=["conv_lora", "lora", "decoder_only"])
+    compare.add_argument("--seeds", type=int, default=3, help="number of paired seeds")
+    compare.add_argument("--budget", type=int, help="optimiser steps per fit")
+    compare.add_argument("--time-limit", type=float, help="seconds per fit")
+    compare.add_argument("--out", default="autoseg_compare", help="new folder for the results")
+    compare.add_argument("--presets", default="auto")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    compare.set_defaults(func=_cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``autoseg`` argument parser with its sub-commands."""
+    parser = _Parser(
+        prog="autoseg", description="Fine-tune SAM with Conv-LoRA for semantic segmentation."
+    )
+    parser.add_argument("-v", "--verbosity", type=int, default=2, help="0 silent .. 2 progress")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+    debug = _Parser(add_help=False)  # --debug also after the command, as users type it
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+    _add_fit_parser(sub, debug)
+    _add_inference_parsers(sub, debug)
+    add_info_parser(sub, debug)
+    _add_compare_parser(sub, debug)
     demo = sub.add_parser("demo", parents=[debug], help="offline end-to-end demo on generated data")
     demo.add_argument("--out", default="autoseg_demo", help="new folder for everything")
     demo.add_argument("--time-limit", type=float, default=300.0, help="training seconds")

@@ -40,6 +40,12 @@ def _backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+def _schedules() -> tuple[str, ...]:
+    from autoseg.training.schedule import SCHEDULES
+
+    return SCHEDULES
+
+
 def _binary_losses() -> list[str]:
     from autoseg.training.losses import BINARY_LOSSES
 
@@ -59,16 +65,30 @@ class ModelConfig:
         backbone: ``vit_b``, ``vit_l``, ``vit_h``, ``lite`` (LiteMedSAM) or a tiny random test
             model (``vit_tiny``, ``lite_tiny``).
         checkpoint: path to the backbone's checkpoint file; ``None`` searches the cache.
+        pretrained: start from the backbone's weights; ``False`` starts from the seeded
+            random init and reads no file (with ``peft.method=full``: "SAM from scratch").
+        in_channels: image bands the model takes; above 3, a learned 1x1 projection maps
+            them to SAM's three input channels, starting as a pick of the first three.
 
     """
 
     backbone: str = setting("lite", choices=_backbones)
     checkpoint: str | None = None
+    in_channels: int = setting(3, at_least=3)
+    pretrained: bool = True
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule (``max_steps=-1``: no step limit)."""
+    """Optimiser and schedule (``max_steps=-1``: no step limit).
+
+    ``schedule="budget"`` (default) ends the rate's linear decay at the last step a time
+    limit leaves, re-estimated as the fit goes; ``"epochs"`` always decays over the epoch and
+    step limits. ``warmup_fraction`` of those steps ramp the rate up first.
+    ``warm_start`` > 0 first trains the mask decoder alone on cached image embeddings (see
+    :mod:`autoseg.training.warm_start`): for ``warm_start_epochs`` passes, and with a time
+    limit within that share of it.
+    """
 
     lr: float = setting(1e-4, above=0)
     weight_decay: float = setting(1e-4, at_least=0)
@@ -76,6 +96,10 @@ class OptimConfig:
     max_steps: int = setting(-1, at_least=1, also=(-1,))
     grad_clip: float = setting(1.0, above=0)
     patience: int = setting(10, at_least=0)
+    schedule: str = setting("budget", choices=_schedules)
+    warmup_fraction: float = setting(0.0, at_least=0, at_most=0.5)
+    warm_start: float = setting(0.0, at_least=0, at_most=0.9)
+    warm_start_epochs: int = setting(50, at_least=1)
 
 
 @dataclass
@@ -83,9 +107,13 @@ class DataConfig:
     """Input size (a multiple of the backbone's stride) and train-time augmentation."""
 
     image_size: int = setting(256, at_least=1)
+    bands: list | None = None  # 1-based TIFF bands, e.g. [3, 2, 1]; see _check_bands
     hflip: bool = True
     vflip: bool = False
     rot90: bool = False
+    # Train on random crop_size windows at native resolution (scaled by image_size /
+    # crop_size), the scale tiled prediction works at; None: whole images. See README.
+    crop_size: int | None = setting(None, at_least=16)
 
 
 @dataclass
@@ -273,6 +301,24 @@ def check_config(config: Config) -> None:
         check_fields(section, getattr(config, section))
     _check_peft(config)
     _check_image_size(config)
+    _check_bands(config)
+
+
+def _check_bands(config: Config) -> None:
+    """``data.bands``: positive band numbers, one per model channel (or one band for RGB)."""
+    bands, channels = config.data.bands, config.model.in_channels
+    if bands is None:
+        return
+    whole = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands)
+    if not bands or not whole:
+        raise SettingsError(
+            f"Hyperparameter 'data.bands' must list band numbers >= 1 (1-based), got {bands!r}."
+        )
+    if len(bands) != channels and not (channels == 3 and len(bands) == 1):
+        raise SettingsError(
+            f"Hyperparameter 'data.bands' lists {len(bands)} band(s) {bands} but "
+            f"model.in_channels={channels}; list exactly {channels} bands or change in_channels."
+        )
 
 
 def _check_peft(config: Config) -> None:

@@ -6,7 +6,7 @@ that is kept is the best one by the number ``evaluate`` reports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from autoseg.inference import iter_probabilities
 from autoseg.labels.problem import Problem
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.runtime import Runtime
+from autoseg.tiling import TileSettings
 
 
 def check_metric_names(problem: Problem, metrics: Sequence[str] | None) -> None:
@@ -51,6 +52,8 @@ def evaluate_model(
     runtime: Runtime,
     *,
     batch_size: int = 4,
+    tiling: TileSettings | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Predict every image of ``table`` (columns ``image``, ``label``) and score it.
 
@@ -60,14 +63,18 @@ def evaluate_model(
         table: the prepared evaluation table.
         metrics: metric names (checked with :func:`check_metric_names`); ``None``: all.
         runtime: where and at which precision to run (see :func:`iter_probabilities`).
-        batch_size: images per forward pass.
+        batch_size: images (or windows, when tiled) per forward pass.
+        tiling: predict in overlapping windows (see :class:`~autoseg.tiling.TileSettings`).
+        say: where ``tile="auto"`` tells how many images it tiles.
 
     Returns:
         Each metric averaged over the images.
 
     """
     check_metric_names(problem, metrics)
-    probabilities = iter_probabilities(model, table, runtime, batch_size=batch_size)
+    probabilities = iter_probabilities(
+        model, table, runtime, batch_size=batch_size, tiling=tiling, say=say
+    )
     scorer = problem.new_scorer(metrics)
     for prob, label in zip(probabilities, table["label"], strict=True):
         scorer.update(prob, problem.target(read_mask(label)))

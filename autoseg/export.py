@@ -55,7 +55,8 @@ CONTRACT = (
     "Input: resize each RGB image so its longest side is image_size (bilinear, aspect kept; "
     "h = round(H * image_size / max(H, W)), likewise w), keep pixel values 0..255 as float32, "
     "zero-pad at the bottom and right to image_size x image_size, stack to images "
-    "(B, 3, S, S), and pass valid_hw (B, 2) int64 = the resized (h, w). The model normalises "
+    "(B, C, S, S) (C = in_channels, 3 for RGB), and pass valid_hw (B, 2) int64 = the "
+    "resized (h, w). The model normalises "
     "the valid region itself (see 'normalization'). Output: probabilities (B, K, S, S); "
     "crop [:h, :w], resize bilinearly to (H, W). Binary (K = 1): foreground = "
     "probability >= 0.5. Multi-class: class id = argmax over K, mask value = classes[id]. "
@@ -146,8 +147,13 @@ def contract_metadata(
         "num_outputs": str(problem.num_outputs),
         "classes": json.dumps([int(c) for c in problem.classes]),
         "class_names": json.dumps(list(names)),
+        "in_channels": str(getattr(model, "in_channels", 3)),
+        "bands": json.dumps(getattr(model, "bands", None)),
         "inputs": json.dumps(
-            {"images": "(B, 3, S, S) float32 0..255", "valid_hw": "(B, 2) int64 (h, w)"}
+            {
+                "images": f"(B, {getattr(model, 'in_channels', 3)}, S, S) float32 0..255",
+                "valid_hw": "(B, 2) int64 (h, w)",
+            }
         ),
         "outputs": json.dumps(
             {"probabilities": "(B, K, S, S) float32", "logits": "(B, K, S, S) float32"}
@@ -177,10 +183,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def example_inputs(image_size: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    image_size: int, batch: int = 2, channels: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic padded pixel images and their valid sizes, for tracing and parity."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, image_size, image_size, generator=generator) * 255
+    shape = (batch, channels, image_size, image_size)
+    images = torch.rand(shape, generator=generator) * 255
     valid = [[image_size, image_size]] + [[image_size, image_size * 3 // 4]] * (batch - 1)
     valid_hw = torch.tensor(valid, dtype=torch.int64)
     for b, (h, w) in enumerate(valid):
@@ -217,7 +226,9 @@ def _trace(wrapped: ProbabilityModel, target: Path, image_size: int, dynamo: boo
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*will be removed.*")
-        torch.onnx.export(wrapped, example_inputs(image_size), str(target), **options)
+        channels = getattr(wrapped.model, "in_channels", 3)
+        inputs = example_inputs(image_size, channels=channels)
+        torch.onnx.export(wrapped, inputs, str(target), **options)
 
 
 def export_onnx(

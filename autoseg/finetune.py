@@ -199,7 +199,7 @@ def _train(
             "checkpoint_path": parts.checkpoint_path,
             "checkpoint_sha256": parts.checkpoint_sha256,
         },
-        fit_summary=_summary(result, counts, eval_metric),
+        fit_summary=_summary(result, counts, eval_metric, rows=(len(train), len(val))),
         columns={"image": request.image, "label": request.label},
     )
     validation = val.head(VALIDATION_OVERLAYS)
@@ -210,7 +210,8 @@ def _datamodule(
     config: Config, train: pd.DataFrame, val: pd.DataFrame, problem: Problem, seed: int
 ) -> SegmentationDataModule:
     loader = LoaderSettings.for_training(config.env)
-    return SegmentationDataModule(train, val, problem, config.data, loader, seed)
+    channels = config.model.in_channels
+    return SegmentationDataModule(train, val, problem, config.data, loader, seed, channels)
 
 
 def _start_message(
@@ -245,9 +246,14 @@ def done_message(trained: TrainedPredictor) -> str:
     )
 
 
-def _summary(result: TrainingResult, counts: dict[str, int], eval_metric: str) -> dict[str, Any]:
-    """The fit summary saved in ``config.yaml``."""
+def _summary(
+    result: TrainingResult, counts: dict[str, int], eval_metric: str, rows: tuple[int, int]
+) -> dict[str, Any]:
+    """The fit summary saved in ``config.yaml`` (``rows``: training and validation images)."""
     return {
+        "train_rows": rows[0],
+        "val_rows": rows[1],
+        **_warm_start_summary(result),
         "epochs": result.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -255,4 +261,16 @@ def _summary(result: TrainingResult, counts: dict[str, int], eval_metric: str) -
         "fit_time_s": round(result.fit_time_s, 1),
         "trainable_parameters": counts["trainable"],
         "total_parameters": counts["total"],
+    }
+
+
+def _warm_start_summary(result: TrainingResult) -> dict[str, Any]:
+    """The decoder warm start's steps, cached variants and time (nothing when it did not run)."""
+    warm = result.warm_start
+    if warm is None:
+        return {}
+    return {
+        "warm_start_steps": warm.steps,
+        "warm_start_variants": warm.variants,
+        "warm_start_s": round(warm.seconds, 1),
     }

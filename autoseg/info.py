@@ -19,12 +19,29 @@ COLUMNS = ("lora", "moe_conv", "decoder", "trainable", "total")
 
 
 def parameter_counts(
-    backbone: str, method: str, num_classes: int = 1, image_size: int | None = None
+    backbone: str,
+    method: str,
+    num_classes: int = 1,
+    image_size: int | None = None,
+    in_channels: int = 3,
 ) -> dict[str, int]:
-    """Parameter counts for one backbone and PEFT method (``num_classes=1``: binary)."""
+    """Parameter counts for one backbone and PEFT method (``num_classes=1``: binary).
+
+    ``in_channels`` above 3 adds the band projection, counted under ``bands``.
+
+    Example:
+        >>> parameter_counts("vit_tiny", "lora", in_channels=4)["bands"]
+        15
+
+    """
     size = image_size or pretrained_weights(backbone).input_size
     config = Config().with_overrides(
-        {"model.backbone": backbone, "peft.method": method, "data.image_size": size}
+        {
+            "model.backbone": backbone,
+            "peft.method": method,
+            "data.image_size": size,
+            "model.in_channels": in_channels,
+        }
     )
     return count_parameters(config, num_outputs=num_classes)
 
@@ -34,14 +51,19 @@ def parameter_table(
     methods: Sequence[str],
     num_classes: int = 1,
     image_size: int | None = None,
+    in_channels: int = 3,
 ) -> str:
-    """A plain-text table of parameter counts, one row per backbone and method."""
-    header = f"{'backbone':<9} {'method':<13}" + "".join(f"{c:>14}" for c in COLUMNS) + "   share"
+    """A plain-text table of parameter counts, one row per backbone and method.
+
+    With ``in_channels`` above 3 a ``bands`` column shows the band projection.
+    """
+    columns = COLUMNS if in_channels == 3 else ("bands", *COLUMNS)
+    header = f"{'backbone':<9} {'method':<13}" + "".join(f"{c:>14}" for c in columns) + "   share"
     lines = [header, "-" * len(header)]
     for backbone in backbones:
         for method in methods:
-            counts = parameter_counts(backbone, method, num_classes, image_size)
-            cells = "".join(f"{counts[c]:>14,}" for c in COLUMNS)
+            counts = parameter_counts(backbone, method, num_classes, image_size, in_channels)
+            cells = "".join(f"{counts[c]:>14,}" for c in columns)
             share = 100 * counts["trainable"] / counts["total"]
             lines.append(f"{backbone:<9} {method:<13}{cells}  {share:5.2f}%")
     return "\n".join(lines)
@@ -155,9 +177,14 @@ def smallest_card_gib(preset: str) -> float:
 
 
 def preset_memory(
-    preset: str, batch_size: int | None = None, checkpointing: bool | None = None
+    preset: str,
+    batch_size: int | None = None,
+    checkpointing: bool | None = None,
+    method: str | None = None,
 ) -> MemoryEstimate:
     """The estimate of a GPU preset's training step, or of other batch/checkpointing settings.
+
+    ``method`` replaces the preset's PEFT method (e.g. ``"full"``: where full training fits).
 
     Example:
         >>> preset_memory("gpu_vit_b", batch_size=1).backbone
@@ -171,17 +198,18 @@ def preset_memory(
         config.env.batch_size if batch_size is None else batch_size,
         config.env.precision,
         config.env.activation_checkpointing if checkpointing is None else checkpointing,
-        config.peft.method,
+        config.peft.method if method is None else method,
     )
 
 
-def derived_preset_settings(preset: str) -> tuple[int, bool]:
+def derived_preset_settings(preset: str, method: str | None = None) -> tuple[int, bool]:
     """The batch size and checkpointing the memory model gives a GPU preset.
 
     The largest batch dividing the preset's effective batch size that fits its smallest card
     without activation checkpointing (recomputing costs about one more forward); only if
     even batch 1 does not fit, the largest batch that fits with checkpointing. Presets in
-    :data:`CHECKPOINTING_REQUIRED` always checkpoint.
+    :data:`CHECKPOINTING_REQUIRED` always checkpoint. ``method`` replaces the preset's PEFT
+    method (``"full"``: the settings that full training would need on that card).
 
     Raises:
         ValueError: nothing fits the card.
@@ -196,7 +224,7 @@ def derived_preset_settings(preset: str) -> tuple[int, bool]:
     batches = [b for b in range(effective, 0, -1) if effective % b == 0]
     for checkpointing in (True,) if preset in CHECKPOINTING_REQUIRED else (False, True):
         for batch in batches:
-            if fits_card(preset_memory(preset, batch, checkpointing), card, HEADROOM):
+            if fits_card(preset_memory(preset, batch, checkpointing, method), card, HEADROOM):
                 return batch, checkpointing
     raise ValueError(f"preset {preset!r}: no batch size fits a {card:g} GiB card")
 

@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from autoseg.atomic import atomic_write, atomic_write_text
 from autoseg.errors import AutosegWarning, OutputExistsError, PredictorFolderError
 from autoseg.folder import PredictorFolder
-from autoseg.model_card import render_model_card
+from autoseg.model_card import EVALUATION_KEY, render_model_card
 from autoseg.peft import trainable_state_dict
 from autoseg.state import RESTORE_HINT, PredictorState
 
@@ -188,6 +190,30 @@ def refresh_model_card(state: PredictorState, folder: Path) -> None:
     paths = PredictorFolder(folder)
     card = render_model_card(state, paths.root.name, has_curve=paths.curve.is_file())
     atomic_write_text(paths.model_card, card)
+
+
+def record_evaluation(
+    state: PredictorState,
+    folder: Path | None,
+    rows: int,
+    metrics: Mapping[str, float],
+    say: Callable[[str], None],
+) -> PredictorState:
+    """The state with this evaluation in its fit summary, shown in the folder's model card.
+
+    The card is rewritten only where the folder already has one; a folder that cannot be
+    written (read-only media) is reported, not an error: the scores were still computed.
+    The next ``save`` stores the evaluation in ``config.yaml`` too.
+    """
+    scores = {name: float(value) for name, value in metrics.items()}
+    summary = {**state.fit_summary, EVALUATION_KEY: {"rows": rows, "metrics": scores}}
+    updated = replace(state, fit_summary=summary)
+    if folder is not None and PredictorFolder(folder).model_card.is_file():
+        try:
+            refresh_model_card(updated, folder)
+        except OSError as error:
+            say(f"autoseg: the model card in {folder} was not updated ({error}).")
+    return updated
 
 
 def read_record(folder: Path) -> dict[str, Any]:

@@ -10,16 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoseg.comparison import compare_methods, plan_comparison
 from autoseg.data.prepare import prepare_evaluation_table, prepare_prediction_table
+from autoseg.deployment import DeploymentMixin
 from autoseg.errors import AutosegError
 from autoseg.evaluation import check_metric_names, evaluate_model
 from autoseg.finetune import FitRequest, TrainedPredictor, done_message, finetune
 from autoseg.inference import iter_probabilities, predict_masks
 from autoseg.loading import load_predictor
 from autoseg.outputs import PredictionFolder
-from autoseg.persistence import save_predictor
+from autoseg.persistence import record_evaluation, save_predictor
 from autoseg.runtime import Runtime, resolve_runtime
 from autoseg.state import PredictorState
+from autoseg.tiling import TileSettings
 from autoseg.visualize import save_predictions
 
 
@@ -27,12 +30,16 @@ class NotFittedError(AutosegError, ValueError, AttributeError):
     """The predictor was used before ``fit`` (or ``load``)."""
 
 
+def _silent(message: str) -> None:
+    """A ``say`` that says nothing (verbosity 0)."""
+
+
 def _learned(read: Callable[[PredictorState], Any], doc: str) -> property:
     """A learned attribute, read from the fitted state (``NotFittedError`` before ``fit``)."""
     return property(lambda self: read(self._fitted()), doc=doc)
 
 
-class SemanticSegmentor:
+class SemanticSegmentor(DeploymentMixin):
     """Fine-tune SAM with Conv-LoRA on your own images, then evaluate and predict.
 
     Follows scikit-learn's rules: ``__init__`` only stores its arguments, ``fit`` returns
@@ -156,20 +163,41 @@ class SemanticSegmentor:
         self._say(done_message(trained))
 
     # ---------------------------------------------------------------- inference
-    def predict_proba(self, data: Any) -> list[np.ndarray]:
+    def predict_proba(
+        self,
+        data: Any,
+        tile: bool | str = False,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+    ) -> list[np.ndarray]:
         """Probabilities at each image's original size.
+
+        Args:
+            data: as for :meth:`predict`.
+            tile: as for :meth:`predict`.
+            tile_size: as for :meth:`predict`.
+            overlap: as for :meth:`predict`.
 
         Returns:
             Binary: (H, W) float32 foreground probabilities; multi-class: (C, H, W) float32.
 
         """
+        tiling = TileSettings(tile, tile_size, overlap)  # checked before any image is read
         state = self._fitted()
         table = prepare_prediction_table(data, image_col=self.image)
-        probabilities = iter_probabilities(state.model, table, self._runtime(), **self._options())
+        probabilities = iter_probabilities(
+            state.model, table, self._runtime(), **self._options(tiling)
+        )
         return list(probabilities)
 
     def predict(
-        self, data: Any, save_dir: str | Path | None = None, overwrite: bool = False
+        self,
+        data: Any,
+        save_dir: str | Path | None = None,
+        overwrite: bool = False,
+        tile: bool | str = False,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
     ) -> list[np.ndarray]:
         """Class masks (H, W) uint8 at each image's original size.
 
@@ -185,16 +213,24 @@ class SemanticSegmentor:
                 written over.
             overwrite: write into ``save_dir`` even if it holds other files (files with the
                 same names are replaced; inputs never are).
+            tile: ``False`` shrinks each image to the model input; ``True`` predicts it in
+                overlapping windows at the model's scale, blended without seams (see the
+                README's "Large images"); ``"auto"`` tiles images whose longest side exceeds
+                twice the window, and says so once.
+            tile_size: window side in image pixels (default: the model input).
+            overlap: fraction of a window shared with its neighbour (0 .. 0.9).
 
         Raises:
             OutputExistsError: ``save_dir`` holds other files (without ``overwrite``), or
                 writing there would replace an input image or mask.
+            SettingsError: ``tile``, ``tile_size`` or ``overlap`` out of range.
 
         """
+        tiling = TileSettings(tile, tile_size, overlap)  # checked before any image is read
         table = prepare_prediction_table(data, self.image, self.label)
         labels = [p for p in table.get("label", []) if p]
         protected = [*table["image"], *labels]
-        return self._predict_table(table, save_dir, overwrite, protected)
+        return self._predict_table(table, save_dir, overwrite, protected, tiling)
 
     def _predict_table(
         self,
@@ -202,6 +238,7 @@ class SemanticSegmentor:
         save_dir: str | Path | None,
         overwrite: bool = False,
         protected: Sequence[str] = (),
+        tiling: TileSettings | None = None,
     ) -> list[np.ndarray]:
         """Predict a prepared table (columns ``image``[, ``label``]); write to ``save_dir``."""
         state = self._fitted()
@@ -211,22 +248,34 @@ class SemanticSegmentor:
             folder = PredictionFolder(
                 save_dir, table["image"].tolist(), [*protected, *own_files], overwrite
             )
-        masks = predict_masks(state.model, state.problem, table, self._runtime(), **self._options())
+        options = self._options(tiling)
+        masks = predict_masks(state.model, state.problem, table, self._runtime(), **options)
         if folder is not None:
             save_predictions(folder, table["image"].tolist(), masks, state.problem)
         return masks
 
-    def evaluate(self, data: Any, metrics: list[str] | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        data: Any,
+        metrics: list[str] | None = None,
+        tile: bool | str = False,
+        tile_size: int | None = None,
+        overlap: float = 0.25,
+    ) -> dict[str, float]:
         """Score predictions against masks at the original resolution, per image averaged.
 
         Binary: iou, dice, sm, em, wfm, mae, ber. Multi-class: miou, acc, iou/<class>.
+        ``tile``, ``tile_size`` and ``overlap`` predict as :meth:`predict` does.
         """
+        tiling = TileSettings(tile, tile_size, overlap)
         state = self._fitted()
         check_metric_names(state.problem, metrics)  # before reading any file
         table = prepare_evaluation_table(data, self.image, self.label, state.problem)
-        return evaluate_model(
-            state.model, state.problem, table, metrics, self._runtime(), **self._options()
+        scores = evaluate_model(
+            state.model, state.problem, table, metrics, self._runtime(), **self._options(tiling)
         )
+        self.state_ = record_evaluation(state, self.path_, len(table), scores, say=self._say)
+        return scores
 
     # ------------------------------------------------------------ save and load
     def save(self, path: str | Path, standalone: bool = False, overwrite: bool = False) -> Path:
@@ -250,29 +299,6 @@ class SemanticSegmentor:
         save_predictor(state, target, standalone, source=self.path_, overwrite=overwrite)
         return target
 
-    def export(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the fitted model as ONNX, its pre/post-processing contract in the metadata.
-
-        Plain LoRA is merged into ``qkv``; Conv-LoRA keeps its branch. See the README's
-        "Export" section for the graph's inputs and outputs.
-
-        Raises:
-            OutputExistsError: ``path`` exists and ``overwrite`` is False.
-            ExportDependencyError: ``onnx`` is missing (``pip install "autoseg[export]"``).
-
-        """
-        from autoseg.export import export_onnx  # onnx is an optional extra
-
-        state = self._fitted()
-        return export_onnx(
-            state.model,
-            state.problem,
-            path,
-            backbone=state.config.model.backbone,
-            peft_method=state.config.peft.method,
-            overwrite=overwrite,
-        )
-
     @classmethod
     def load(cls, path: str | Path, verbosity: int = 2) -> SemanticSegmentor:
         """Rebuild a saved predictor (backbone verified by sha256, adapter applied).
@@ -289,6 +315,41 @@ class SemanticSegmentor:
         predictor = cls(path=path, verbosity=verbosity, **state.columns)
         predictor.state_, predictor.path_ = state, Path(path)
         return predictor
+
+    @classmethod
+    def compare(
+        cls,
+        train_data: Any,
+        test_data: Any,
+        methods: Sequence[str] = ("conv_lora", "lora", "decoder_only"),
+        seeds: int | Sequence[int] = 3,
+        budget: int | None = None,
+        time_limit: float | None = None,
+        out: str | Path = "autoseg_compare",
+        **settings: Any,
+    ) -> pd.DataFrame:
+        """Fit each PEFT method with paired seeds and the same budget; rank them on test data.
+
+        ``budget`` is optimiser steps per fit, ``time_limit`` seconds per fit; ``settings``
+        are the constructor's (``presets``, ``hyperparameters``, ``problem_type``, ...).
+        ``out`` (a new folder) receives every fit, ``runs.csv``, ``leaderboard.csv`` and
+        ``leaderboard.png``. See the README's "Choosing a method".
+
+        Returns:
+            The leaderboard: per method the test metric's mean ± std over seeds, the paired
+            difference from the best with a 95 % t interval, steps, time, trainable count.
+
+        """
+        plan = plan_comparison(methods, seeds, budget, time_limit)
+        base = dict(settings.pop("hyperparameters", None) or {})
+
+        def make(method: str, seed: int, path: Path) -> SemanticSegmentor:
+            hyperparameters = {**base, **plan.hyperparameters(method)}
+            return cls(path=path, seed=seed, hyperparameters=hyperparameters, **settings)
+
+        columns = (settings.get("image", "image"), settings.get("label", "label"))
+        say = print if settings.get("verbosity", 2) >= 1 else _silent
+        return compare_methods(make, train_data, test_data, plan, Path(out), say, columns)
 
     def summary(self) -> dict[str, Any]:
         """Preset, backbone, PEFT method, parameter counts, epochs, best score, fit time."""
@@ -320,11 +381,13 @@ class SemanticSegmentor:
         """Where inference runs: the GPU wherever one exists (see ``resolve_runtime``)."""
         return resolve_runtime(self._fitted().config.env, inference=True)
 
-    def _options(self) -> dict[str, Any]:
-        """The inference options the saved config sets."""
+    def _options(self, tiling: TileSettings | None = None) -> dict[str, Any]:
+        """The inference options: the saved config's batch size, the call's tiling."""
         config = self._fitted().config
         return {
             "batch_size": config.env.eval_batch_size,
+            "tiling": tiling,
+            "say": self._say,
         }
 
     def _say(self, message: str) -> None:

@@ -39,6 +39,7 @@ class Rule:
         above: the value must be greater than this.
         at_least: the value must be at least this.
         choices: the allowed values (a function, so heavy modules load only when checked).
+        at_most: the value must be at most this.
         also: values allowed besides the range (e.g. ``-1`` = no limit).
 
     Example:
@@ -50,6 +51,7 @@ class Rule:
     above: float | None = None
     at_least: float | None = None
     choices: Callable[[], Sequence[Any]] | None = None
+    at_most: float | None = None
     also: tuple[Any, ...] = ()
 
     def allows(self, value: Any) -> bool:
@@ -61,7 +63,8 @@ class Rule:
         if isinstance(value, float) and not math.isfinite(value):
             return False
         low_ok = self.at_least is None or value >= self.at_least
-        return low_ok and (self.above is None or value > self.above)
+        high_ok = self.at_most is None or value <= self.at_most
+        return low_ok and high_ok and (self.above is None or value > self.above)
 
     def describe(self) -> str:
         """The allowed range in words."""
@@ -69,6 +72,7 @@ class Rule:
             text = f"one of {list(self.choices())}"
         else:
             text = f"> {self.above}" if self.above is not None else f">= {self.at_least}"
+            text += f" and <= {self.at_most}" if self.at_most is not None else ""
         return text + (f" (or {', '.join(map(repr, self.also))})" if self.also else "")
 
 
@@ -102,6 +106,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             words = {"1": True, "true": True, "yes": True, "on": True}
             words |= {"0": False, "false": False, "no": False, "off": False}
             value = words.get(text, value)
+        elif kind is list:
+            value = _parse_list(text, value)
         else:
             with contextlib.suppress(ValueError):
                 value = float(text) if kind is float else int(text)
@@ -116,6 +122,15 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if not _has_type(value, kind):
         raise SettingsError(f"Hyperparameter {key!r} expects {_type_word(kind)}, got {value!r}.")
     return value
+
+
+def _parse_list(text: str, value: str) -> Any:
+    """``"[3, 2, 1]"`` or ``"3,2,1"`` from the command line as a list of numbers."""
+    items = text.strip("[]").split(",")
+    try:
+        return [int(item) if item.strip().lstrip("-").isdigit() else float(item) for item in items]
+    except ValueError:
+        return value  # not numbers: the type check names the key
 
 
 def _has_type(value: Any, kind: type) -> bool:

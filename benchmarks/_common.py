@@ -32,6 +32,17 @@ def repo_relative(path: str | os.PathLike[str] | None) -> str | None:
 
 
 RESULTS_DIR = BENCH_DIR / "results"
+DEFAULT_METHODS = ("conv_lora", "lora", "decoder_only")
+"""The paper's three headline rows; ``--method(s)`` takes any registered PEFT method."""
+
+
+def method_choices() -> list[str]:
+    """Every registered PEFT method (``autoseg.peft``'s registry)."""
+    from autoseg.peft import peft_method_names
+
+    return list(peft_method_names())
+
+
 SCHEMA_VERSION = 1
 
 

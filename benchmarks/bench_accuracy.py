@@ -23,7 +23,6 @@ from typing import Any
 
 import _common
 
-METHOD_CHOICES = ("conv_lora", "lora", "decoder_only")
 SHARED_DATA = _common.REPO_ROOT.parent / "shared" / "data"
 UNBOUNDED_EPOCHS = 100_000
 
@@ -39,7 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=Path, help="test CSV (overrides --data)")
     parser.add_argument("--name", help="name in the output file (default: the data set's)")
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHOD_CHOICES), choices=METHOD_CHOICES
+        "--methods",
+        nargs="+",
+        default=list(_common.DEFAULT_METHODS),
+        choices=_common.method_choices(),
     )
     parser.add_argument("--backbone", default="lite")
     parser.add_argument("--image-size", type=int, default=256)
@@ -59,7 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="early-stopping patience in epochs (default: the preset's)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="paired seeds: every method is fitted once per seed (same split, same data order)",
+    )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--effective-batch-size", type=int, default=None)
@@ -126,7 +134,7 @@ def hyperparameters(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 def fit_and_score(
-    args: argparse.Namespace, method: str, train: Path, test: Path, folder: Path
+    args: argparse.Namespace, method: str, seed: int, train: Path, test: Path, folder: Path
 ) -> dict[str, Any]:
     """Fit one method, evaluate it on the test CSV and collect what it did."""
     from autoseg import SemanticSegmentor
@@ -135,7 +143,7 @@ def fit_and_score(
         presets=args.preset,
         path=folder,
         hyperparameters=hyperparameters(args, method),
-        seed=args.seed,
+        seed=seed,
         verbosity=args.verbosity,
     )
     start = time.perf_counter()
@@ -148,6 +156,7 @@ def fit_and_score(
     best_key = f"best_val_{summary['eval_metric']}"
     record = {
         "method": method,
+        "seed": seed,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "eval_metric": summary["eval_metric"],
         "best_val_score": summary.get(best_key),
@@ -173,6 +182,45 @@ def fit_and_score(
     return record
 
 
+PAIRS = (("conv_lora", "lora"), ("lora", "decoder_only"))
+"""The paper's ordering, one paired difference each."""
+
+
+def comparison(runs: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+    """The leaderboard (mean, std, paired difference from the best) and the paper's pairs."""
+    import pandas as pd
+
+    from autoseg.comparison import leaderboard
+    from autoseg.metrics.paired import paired_difference
+
+    table = pd.DataFrame(
+        {
+            "method": r["method"],
+            "seed": r["seed"],
+            "metric": r["eval_metric"],
+            "score": r["metrics"][r["eval_metric"]],
+            "steps": r["steps"],
+            "fit_time_s": r["fit_time_s"],
+            "trainable_parameters": r["trainable_parameters"],
+        }
+        for r in runs
+    )
+    paired = {}
+    for a, b in PAIRS:
+        if a in methods and b in methods:
+            scores = {m: table[table["method"] == m].sort_values("seed")["score"] for m in (a, b)}
+            diff = paired_difference(scores[a].tolist(), scores[b].tolist())
+            paired[f"{a} - {b}"] = {
+                "mean": diff.mean,
+                "low": diff.low,
+                "high": diff.high,
+                "pairs": diff.pairs,
+                "confidence": diff.confidence,
+            }
+    board = leaderboard(table) if len(methods) > 1 else table
+    return {"leaderboard": board.to_dict(orient="records"), "paired": paired}
+
+
 def _count_rows(csv: Path) -> int:
     with csv.open() as f:
         return max(0, sum(1 for line in f if line.strip()) - 1)
@@ -193,23 +241,28 @@ def main(argv: list[str] | None = None) -> Path:
         "image_size": args.image_size,
         "max_steps": args.max_steps,
         "time_limit_s": args.time_limit,
-        "seed": args.seed,
+        "seeds": args.seeds,
         "lr": args.lr,
         "preset": args.preset,
         "hyperparameters": hyperparameters(args, "<method>"),
     }
     command = [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]
     result = _common.envelope("accuracy", settings, command)
-    runs = {}
+    runs = []
     with tempfile.TemporaryDirectory(prefix="autoseg_bench_accuracy_") as tmp:
         root = args.keep if args.keep is not None else Path(tmp)
         stamp = _common.timestamp()
-        for method in args.methods:
-            _common.log(f"bench_accuracy: {name}: fitting {method} ({args.backbone})")
-            folder = root / f"{name}_{method}_{stamp}"
-            runs[method] = fit_and_score(args, method, train, test, folder)
-            _common.log(f"  {method}: {runs[method]['metrics']}")
-    result["results"] = runs
+        for seed in args.seeds:  # methods alternate within a seed: paired, same load
+            for method in args.methods:
+                _common.log(f"bench_accuracy: {name}: fitting {method} seed {seed}")
+                folder = root / f"{name}_{method}_seed{seed}_{stamp}"
+                run = fit_and_score(args, method, seed, train, test, folder)
+                runs.append(run)
+                _common.log(f"  {method} seed {seed}: {run['metrics']}")
+    first = args.seeds[0]
+    result["results"] = {run["method"]: run for run in runs if run["seed"] == first}
+    result["runs"] = runs
+    result["comparison"] = comparison(runs, args.methods)
     path = _common.write_result(args.out, f"accuracy_{name}", result)
     print(path)
     return path

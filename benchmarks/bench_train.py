@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 BACKBONE_CHOICES = ("vit_b", "vit_l", "vit_h", "lite", "vit_tiny", "lite_tiny")
-METHOD_CHOICES = ("conv_lora", "lora", "decoder_only")
+
 SHARED_MEMORY = {"kind": "shared", "peak_bytes": None}
 
 
@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--method",
         nargs="+",
-        default=list(METHOD_CHOICES),
-        choices=METHOD_CHOICES,
+        default=list(_common.DEFAULT_METHODS),
+        choices=_common.method_choices(),
         help="one or more PEFT methods (default: all three)",
     )
     parser.add_argument(

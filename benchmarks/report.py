@@ -231,9 +231,41 @@ def accuracy_section(result: dict[str, Any]) -> str:
     caption = (
         f"### Accuracy: {s['data']} ({s['train_rows']} train / {s['test_rows']} test, "
         f"{s['backbone']} at {s['image_size']} px, budget {budget} per method, "
-        f"seed {s['seed']}, lr {s['lr']:g})"
+        f"{_seeds_text(s)}, lr {s['lr']:g})"
     )
-    return caption + "\n\n" + table(header, rows) + "\n\n- " + machine_line(result)
+    text = caption + "\n\n" + table(header, rows)
+    if len(s.get("seeds", [])) > 1:
+        text += "\n\n" + paired_section(result["comparison"])
+    return text + "\n\n- " + machine_line(result)
+
+
+def _seeds_text(settings: dict[str, Any]) -> str:
+    seeds = settings.get("seeds", [settings.get("seed")])
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (table: first seed)"
+
+
+def paired_section(comparison: dict[str, Any]) -> str:
+    """Mean ± std over seeds per method, then the paper's pairs with 95 % paired t intervals."""
+    board = comparison["leaderboard"]
+    metric = next(k for k in board[0] if k.endswith("_mean")).removesuffix("_mean")
+    header = ["method", f"{metric} mean ± std", "seeds", "vs best [95 % interval]", "steps"]
+    rows = [
+        [
+            r["method"],
+            f"{fmt_num(r[f'{metric}_mean'])} ± {fmt_num(r[f'{metric}_std'])}",
+            str(r["seeds"]),
+            f"{r['diff_vs_best']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]",
+            fmt_num(r["steps"]),
+        ]
+        for r in board
+    ]
+    pairs = [
+        f"- {name}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] over {d['pairs']} seeds"
+        for name, d in comparison["paired"].items()
+    ]
+    return table(header, rows) + ("\n\n" + "\n".join(pairs) if pairs else "")
 
 
 def render(results: list[dict[str, Any]]) -> str:

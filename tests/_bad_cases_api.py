@@ -37,7 +37,7 @@ OUT_OF_RANGE: list[tuple[str, Any, str]] = [
     ("env.accelerator", "tpu", "gpu"),
     ("peft.rank", 0, ">= 1"),
     ("peft.num_experts", 0, ">= 1"),
-    ("peft.method", "bitfit", "conv_lora"),
+    ("peft.method", "dora", "conv_lora"),
     ("loss.binary", "dice", "balanced_bce"),
     ("model.backbone", "vit_x", "vit_tiny"),
     ("data.image_size", 70, "multiple of 16"),

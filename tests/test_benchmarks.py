@@ -178,3 +178,33 @@ def test_accuracy_caption_names_the_budget():
     assert report._budget_text(64, None) == "64 steps"
     assert report._budget_text(None, 1200.0) == "1200 s"
     assert report._budget_text(None, None) == "preset epochs"
+
+
+@pytest.mark.slow
+def test_accuracy_with_paired_seeds_reports_intervals(tmp_path):
+    from autoseg.data.synthetic import make_synthetic_binary
+
+    make_synthetic_binary(tmp_path / "d", n_images=6, size=(40, 56), split_test=2, seed=0)
+    path = bench_accuracy.main(
+        ["--data", str(tmp_path / "d"), "--name", "pair", "--backbone", "vit_tiny"]
+        + ["--image-size", "64", "--max-steps", "1", "--seeds", "0", "1"]
+        + ["--methods", "lora", "decoder_only", "--batch-size", "4"]
+        + ["--effective-batch-size", "4", "--num-workers", "0", "--threads", "1"]
+        + ["--verbosity", "0", "--out", str(tmp_path / "out")]
+    )
+    result = _load(path)
+    assert [(r["method"], r["seed"]) for r in result["runs"]] == [
+        ("lora", 0),
+        ("decoder_only", 0),
+        ("lora", 1),
+        ("decoder_only", 1),
+    ]
+    paired = result["comparison"]["paired"]["lora - decoder_only"]
+    scores = {(r["method"], r["seed"]): r["metrics"]["iou"] for r in result["runs"]}
+    expected = (
+        (scores["lora", 0] - scores["decoder_only", 0])
+        + (scores["lora", 1] - scores["decoder_only", 1])
+    ) / 2
+    assert paired["pairs"] == 2 and paired["mean"] == pytest.approx(expected)
+    text = report.main([str(tmp_path / "out")])
+    assert "vs best [95 % interval]" in text and "lora - decoder_only:" in text

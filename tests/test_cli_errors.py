@@ -8,7 +8,7 @@ import warnings
 import pytest
 from _bad_inputs import TINY
 
-from autoseg import cli
+from autoseg import cli, cli_info
 from autoseg.cli import main
 from autoseg.data.findings import DataValidationError
 from autoseg.data.synthetic import make_synthetic_binary
@@ -21,7 +21,7 @@ def _failing_info(monkeypatch, error: BaseException) -> None:
     def raise_it(args):
         raise error
 
-    monkeypatch.setattr(cli, "_cmd_info", raise_it)
+    monkeypatch.setattr(cli_info, "run_info", raise_it)
 
 
 def _stderr_lines(capsys) -> list[str]:

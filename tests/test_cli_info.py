@@ -36,6 +36,9 @@ def test_info_command_prints_the_table(capsys):
     out = capsys.readouterr().out
     for number in ("4,020,096", "3,997,056", "3,505,536"):
         assert number in out
+    # bitfit, adapter, ssf (paper: 3.96, 3.92, 4.42 M) and full, every parameter: 100%
+    for number in ("3,957,888", "3,915,264", "4,411,264", "640,537,804   640,537,804  100.00%"):
+        assert number in out
 
 
 def test_cli_user_errors_exit_2(tmp_path, capsys):

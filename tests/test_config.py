@@ -239,3 +239,16 @@ def test_evaluate_metric_names_per_problem_type():
     for bad in (["iou/plane"], ["dice"], "miou", []):
         with pytest.raises(SettingsError, match="iou/car"):
             check_metric_names(MULTI, bad)
+
+
+def test_cli_strings_become_lists_of_band_numbers():
+    from autoseg.config import load_preset
+
+    config = load_preset("cpu_lite").with_overrides({"data.bands": "[3, 2, 1]"})
+    assert config.data.bands == [3, 2, 1]
+    four = load_preset("cpu_lite").with_overrides(
+        {"model.in_channels": "4", "data.bands": "4,3,2,1"}
+    )
+    assert four.data.bands == [4, 3, 2, 1]
+    with pytest.raises(SettingsError, match="'data.bands' expects list"):
+        load_preset("cpu_lite").with_overrides({"data.bands": "red,green"})

@@ -182,3 +182,17 @@ def test_benchmark_writes_parity_and_throughput(tmp_path: Path) -> None:
     result = json.loads(out.read_text())["results"]["conv_lora"]
     assert result["max_abs_probability_error"] <= PARITY
     assert result["torch"]["images_per_s"] > 0 and result["onnxruntime"]["images_per_s"] > 0
+
+
+def test_a_four_band_model_exports_its_band_projection(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, _ = build_segmenter("lite_tiny", num_classes=1, in_channels=4, bands=(4, 3, 2, 1))
+    apply_lora(model, LoRAConfig())
+    with torch.no_grad():  # a trained projection mixes all four bands
+        model.band_projection.conv.weight.add_(0.1)
+    path = export_onnx(model, BINARY, tmp_path / "bands.onnx", backbone="lite_tiny")
+    meta = read_metadata(path)
+    assert meta["in_channels"] == 4 and meta["bands"] == [4, 3, 2, 1]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images, valid_hw = example_inputs(64, batch=2, channels=4)
+    assert max_error(session, model, images, valid_hw) <= PARITY

@@ -195,3 +195,13 @@ def test_bad_arguments_are_refused(change, message):
     arguments = {"backbone": "vit_tiny", "image_size": 64, **change}
     with pytest.raises(ValueError, match=message):
         estimate_training_memory(**arguments)
+
+
+@pytest.mark.parametrize("method", ["decoder_only", "lst"])
+def test_checkpointing_estimate_works_when_no_block_saves_tensors(method):
+    # decoder_only and LST build no graph through the encoder blocks.
+    plain = estimate_training_memory("vit_tiny", 64, method=method, device="cpu")
+    checkpointed = estimate_training_memory(
+        "vit_tiny", 64, method=method, device="cpu", activation_checkpointing=True
+    )
+    assert 0 < checkpointed.activations_bytes <= plain.activations_bytes

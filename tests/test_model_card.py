@@ -61,3 +61,27 @@ def test_export_from_a_fitted_predictor(fitted, tmp_path):
     path = seg.export(tmp_path / "m.onnx")
     assert read_metadata(path)["peft_method"] == seg.config_.peft.method
     ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_evaluate_adds_its_scores_to_the_card_and_the_next_save(fitted, tmp_path):
+    seg, test_csv = fitted
+    copy = SemanticSegmentor.load(seg.save(tmp_path / "evaluated"), verbosity=0)
+    scores = copy.evaluate(test_csv)
+    card = (tmp_path / "evaluated" / "README.md").read_text()
+    assert f"| evaluation (3 images) | iou | {scores['iou']:.4f} |" in card
+    assert copy.fit_summary_["evaluation"] == {"rows": 3, "metrics": scores}
+    resaved = SemanticSegmentor.load(copy.save(tmp_path / "resaved"), verbosity=0)
+    assert resaved.fit_summary_["evaluation"]["metrics"]["iou"] == pytest.approx(scores["iou"])
+
+
+def test_a_read_only_folder_still_evaluates(fitted, tmp_path, monkeypatch):
+    import autoseg.persistence as persistence
+
+    seg, test_csv = fitted
+    copy = SemanticSegmentor.load(seg.save(tmp_path / "ro"), verbosity=1)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(persistence, "refresh_model_card", refuse)
+    assert 0 <= copy.evaluate(test_csv)["iou"] <= 1

@@ -16,7 +16,6 @@ from torch.utils.checkpoint import checkpoint
 from autoseg.builder import build_model
 from autoseg.config import Config
 from autoseg.peft import (
-    PEFT_METHODS,
     ConvLoRALinear,
     LoRALinear,
     NoisyTopOneGate,
@@ -115,7 +114,7 @@ def expected_groups(peft: PeftConfig, widths: tuple[int, ...]) -> dict[str, int]
 
 
 @pytest.mark.parametrize("backbone", list(ATTENTION_WIDTHS))
-@pytest.mark.parametrize("method", PEFT_METHODS)
+@pytest.mark.parametrize("method", list(GROUPS_BY_METHOD))  # the paper's baselines: own files
 def test_method_on_backbone_counts_trainable_names_and_forward(method, backbone) -> None:
     config = Config().with_overrides(
         {"model.backbone": backbone, "data.image_size": 64, "peft.method": method}
@@ -179,7 +178,7 @@ def test_wrapping_keeps_qkv_name_and_state_dict_keys() -> None:
 
 def test_unknown_method_and_missing_qkv_raise() -> None:
     with pytest.raises(ValueError, match="conv_lora.*lora.*decoder_only"):
-        apply_peft(TinySam(), "bitfit")
+        apply_peft(TinySam(), "dora")
     model = TinySam(encoder=nn.Sequential(nn.Linear(4, 4)))
     with pytest.raises(ValueError, match="qkv"):
         apply_peft(model, "lora")

@@ -63,7 +63,7 @@ def test_unknown_keys_and_methods_are_refused_as_before():
     with pytest.raises(UnknownHyperparameterError, match="Did you mean 'peft.rank'"):
         Config().with_overrides({"peft.rnak": 2})
     with pytest.raises(SettingsError, match=r"one of \['conv_lora', 'lora', 'decoder_only'"):
-        Config().with_overrides({"peft.method": "bitfit"})
+        Config().with_overrides({"peft.method": "dora"})
     with pytest.raises(SettingsError, match="'peft.method' expects str"):
         Config().with_overrides({"peft.method": 3})
 
@@ -132,7 +132,8 @@ def test_a_newly_registered_method_works_everywhere_without_other_edits(
 ):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     register_peft_method("bias_only", BiasOnlyConfig, None, _train_encoder_biases, position=9)
-    assert registry.peft_method_names() == ("conv_lora", "lora", "decoder_only", "bias_only")
+    names = registry.peft_method_names()
+    assert names[:3] == ("conv_lora", "lora", "decoder_only") and "bias_only" in names
     config = Config().with_overrides(
         {**tiny_hyperparameters, "peft.method": "bias_only", "peft.scale": 2}
     )
@@ -163,8 +164,9 @@ def test_registration_refuses_a_taken_name_or_a_mismatched_config(monkeypatch):
 
 
 def test_builtin_methods_register_themselves_in_the_papers_order() -> None:
-    assert PEFT_METHODS == peft_method_names()[:3] == ("conv_lora", "lora", "decoder_only")
-    layers = {name: get_peft_method(name).layer for name in PEFT_METHODS}
+    assert PEFT_METHODS == peft_method_names()
+    assert PEFT_METHODS[:3] == ("conv_lora", "lora", "decoder_only")
+    layers = {name: get_peft_method(name).layer for name in PEFT_METHODS[:3]}
     assert layers == {"conv_lora": ConvLoRALinear, "lora": LoRALinear, "decoder_only": None}
     assert get_peft_method("conv_lora").settings == (
         "rank",

@@ -60,6 +60,7 @@ def test_fit_learns_state_and_saves(fitted):
     summary = fitted.summary()
     assert summary["backbone"] == "vit_tiny" and summary["peft_method"] == "conv_lora"
     assert summary["epochs"] == 2 and summary["trainable_parameters"] > 0
+    assert summary["train_rows"] + summary["val_rows"] == 7 and summary["val_rows"] >= 1
     assert summary["best_val_iou"] is not None and 0 <= summary["best_val_iou"] <= 1
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from autoseg.config import DataConfig, EnvConfig
 from autoseg.data.dataset import SegmentationDataset
-from autoseg.data.transforms import RandomFlipRotate
+from autoseg.data.transforms import RandomCrop, RandomFlipRotate
 from autoseg.labels.problem import Problem
 from autoseg.runtime import resolve_runtime
 
@@ -48,6 +48,7 @@ class SegmentationDataModule(L.LightningDataModule):
         data: input size and augmentation.
         loader: batch sizes and workers.
         seed: seed of the augmentation.
+        in_channels: image channels the model takes (``model.in_channels``).
 
     Example:
         >>> import tempfile
@@ -72,8 +73,10 @@ class SegmentationDataModule(L.LightningDataModule):
         data: DataConfig,
         loader: LoaderSettings,
         seed: int = 0,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels  # model.in_channels: the bands each image is read with
         self.train_table = train_table
         self.val_table = val_table
         self.problem = problem
@@ -92,8 +95,15 @@ class SegmentationDataModule(L.LightningDataModule):
         common = {
             "image_size": data.image_size,
             "target_fn": self.problem.target,
+            "in_channels": self.in_channels,
+            "bands": None if data.bands is None else tuple(data.bands),
         }
-        self.train_set = SegmentationDataset(self.train_table, augment=augment, **common)
+        crop = None  # native-scale training crops; validation stays whole-image
+        if data.crop_size is not None:
+            crop = RandomCrop(data.crop_size, data.image_size, seed=self.seed)
+        self.train_set = SegmentationDataset(
+            self.train_table, augment=augment, crop=crop, **common
+        )
         self.val_set = SegmentationDataset(self.val_table, **common)
 
     def _loader(self, dataset: SegmentationDataset, shuffle: bool, batch_size: int) -> DataLoader:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,14 +10,15 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from autoseg.data.io import read_image, read_mask
+from autoseg.data.io import read_mask
+from autoseg.data.multiband import check_band_counts, read_model_image, resize_bands
 from autoseg.data.transforms import (
+    RandomCrop,
     RandomFlipRotate,
     ResizeInfo,
     image_to_tensor,
     pad_tensor,
     pad_to_square,
-    resize_longest_side,
     resize_mask,
 )
 from autoseg.labels.masks import IGNORE_INDEX, MaskFormatError
@@ -37,8 +38,8 @@ class SegmentationDataset(Dataset):
     * ``mask``: ``(S, S)`` int64 target ids, 255 (ignore) in the padding; only present when
       the table has a ``label`` column and ``target_fn`` is given;
     * ``index``: position of the row in the table (int);
-    * ``original_hw``, ``resized_hw``: int64 tensors of shape ``(2,)``; see
-      :func:`resize_info_from_item`.
+    * ``original_hw``, ``resized_hw``: int64 tensors of shape ``(2,)``, the geometry
+      :class:`~autoseg.data.transforms.ResizeInfo` holds.
 
     Args:
         table: Output of :func:`autoseg.data.load_table` (absolute paths).
@@ -50,6 +51,11 @@ class SegmentationDataset(Dataset):
         cache_bytes: Cap on the decoded, resized images and targets kept in memory (per
             process: each ``DataLoader`` worker holds its own); later epochs skip reading
             and resizing them. Augmentation runs after the cache. 0 turns it off.
+        crop: Random native-resolution crop taken instead of the whole-image resize
+            (``data.crop_size``); a fresh crop per item, so these items are not cached.
+        in_channels: Image channels the model takes (``model.in_channels``); ``image`` is
+            then ``(in_channels, S, S)``, read by :func:`~autoseg.data.multiband.read_model_image`.
+        bands: 1-based bands of multi-band TIFFs to read (``data.bands``); ``None``: default.
 
     Example:
         >>> import tempfile
@@ -70,13 +76,21 @@ class SegmentationDataset(Dataset):
         target_fn: Callable[[np.ndarray], np.ndarray] | None = None,
         augment: RandomFlipRotate | None = None,
         cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES,
+        crop: RandomCrop | None = None,
+        in_channels: int = 3,
+        bands: tuple[int, ...] | None = None,
     ) -> None:
         if "image" not in table.columns:
             raise ValueError(f"table needs an 'image' column, has {list(table.columns)}")
+        # The model's bands (model.in_channels, data.bands): checked from the headers now,
+        # so a file with the wrong bands fails before training, not in the middle of it.
+        self.in_channels, self.bands = int(in_channels), bands
+        check_band_counts(list(table["image"]), self.in_channels, bands)
         self.table = table
         self.image_size = int(image_size)
         self.target_fn = target_fn
         self.augment = augment
+        self.crop = crop
         # plain lists: cheap to index and to copy into worker processes
         self._images: list[str] = [str(p) for p in table["image"]]
         self._labels: list[str] | None = None
@@ -109,9 +123,11 @@ class SegmentationDataset(Dataset):
         if cached is not None:  # copies: the caller may transform the arrays in place
             image, target, info = cached
             return image.copy(), None if target is None else target.copy(), info
-        image = read_image(self._images[index])
+        image = read_model_image(self._images[index], self.in_channels, self.bands)
         target = self._target(index, image.shape[:2]) if self._labels is not None else None
-        resized, info = resize_longest_side(image, self.image_size)
+        if self.crop is not None:
+            return self.crop(image, target)
+        resized, info = resize_bands(image, self.image_size)
         if target is not None:
             target = resize_mask(target, info)
         size = resized.nbytes + (0 if target is None else target.nbytes)
@@ -137,26 +153,3 @@ class SegmentationDataset(Dataset):
             padded = pad_to_square(target, self.image_size, IGNORE_INDEX)
             item["mask"] = torch.from_numpy(padded.astype(np.int64))
         return item
-
-
-def resize_info_from_item(item: Mapping[str, Any], position: int | None = None) -> ResizeInfo:
-    """Rebuild the :class:`ResizeInfo` of a dataset item or of one element of a batch.
-
-    Args:
-        item: A dataset item, or a collated batch when ``position`` is given.
-        position: Index within the batch; None for a single item.
-
-    Returns:
-        The geometry to pass to :func:`autoseg.data.restore_logits`.
-
-    """
-    original = item["original_hw"]
-    resized = item["resized_hw"]
-    if position is not None:
-        original, resized = original[position], resized[position]
-    size = int(item["image"].shape[-1])
-    return ResizeInfo(
-        original_hw=(int(original[0]), int(original[1])),
-        resized_hw=(int(resized[0]), int(resized[1])),
-        size=size,
-    )

@@ -45,9 +45,11 @@ def _needs_tifffile(img: Image.Image) -> bool:
 
 def _read_tiff_array(path: PathLike) -> np.ndarray:
     """First page of a TIFF as ``(H, W)`` or ``(H, W, C)``, channels last."""
-    array = np.asarray(tifffile.imread(path, key=0))
-    if array.ndim == 3 and array.shape[0] <= 4 < array.shape[-1]:
-        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        array, axes = np.asarray(page.asarray()), page.axes
+    if array.ndim == 3 and axes.startswith("S"):
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage, any band count
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3):

@@ -3,7 +3,8 @@
 Forward (images and masks): :func:`resize_longest_side` / :func:`resize_mask`, then
 :func:`image_to_tensor` and :func:`pad_tensor` / :func:`pad_to_square` (bottom/right).
 The model normalises the pixel values itself (``autoseg.models.normalization``). Backward
-(model outputs at the padded resolution): :func:`restore_logits`.
+(model outputs at the padded resolution): :func:`restore_logits`. Training crops at native
+resolution (``data.crop_size``): :class:`RandomCrop`.
 """
 
 from __future__ import annotations
@@ -192,7 +193,122 @@ def restore_logits(logits: torch.Tensor, info: ResizeInfo) -> torch.Tensor:
     return batch[0]
 
 
-class RandomFlipRotate:
+def scaled_window_info(height: int, width: int, window: int, size: int) -> ResizeInfo:
+    """Geometry of a ``(height, width)`` crop of a ``window``-pixel window at scale size/window.
+
+    The tiled prediction (:mod:`autoseg.tiling`) and the training crops
+    (:class:`RandomCrop`) both cut windows of ``window`` pixels out of an image at its
+    native resolution and scale them by ``size / window`` (1 by default), so a window of
+    the full side fills the ``size`` input and a smaller one (at the image's border) keeps
+    the same scale and is padded.
+
+    Example:
+        >>> scaled_window_info(40, 64, 64, 64)
+        ResizeInfo(original_hw=(40, 64), resized_hw=(40, 64), size=64)
+        >>> scaled_window_info(128, 100, 128, 64).resized_hw
+        (64, 50)
+
+    """
+    scale = size / window
+    new_h = min(size, max(1, int(height * scale + 0.5)))
+    new_w = min(size, max(1, int(width * scale + 0.5)))
+    return ResizeInfo(original_hw=(height, width), resized_hw=(new_h, new_w), size=size)
+
+
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize an ``(H, W, C)`` image to ``hw`` with PIL's bilinear filter (as SAM does).
+
+    Any channel count: three-channel uint8 images are resized as RGB, like
+    :func:`resize_longest_side`; others channel by channel (PIL's 4-channel mode would
+    treat the last channel as alpha).
+
+    Example:
+        >>> resize_image(np.zeros((8, 6, 5), np.uint8), (4, 3)).shape
+        (4, 3, 5)
+
+    """
+    height, width = image.shape[:2]
+    if (height, width) == tuple(hw):
+        return image.copy()
+    size = (int(hw[1]), int(hw[0]))
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    planes = image[:, :, None] if image.ndim == 2 else image
+    resized = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(planes[:, :, c])).resize(size, 2))
+        for c in range(planes.shape[2])
+    ]
+    return np.stack(resized, axis=2).reshape(*hw, *image.shape[2:])
+
+
+class _WorkerSeeded:
+    """A random transform whose generator is re-seeded once per ``DataLoader`` worker."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._worker_seed: int | None = None
+
+    def _generator(self) -> np.random.Generator:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed
+            self._rng = np.random.default_rng(worker.seed)
+        return self._rng
+
+
+class RandomCrop(_WorkerSeeded):
+    """A random ``crop_size`` square at the image's native resolution, scaled for the model.
+
+    Training at the scale of tiled prediction: each call cuts a random window of
+    ``crop_size`` pixels (the whole side where the image is smaller, which is then padded
+    like the prediction windows at an image's border) and scales it by
+    ``image_size / crop_size``. The mask is cropped alongside and resized by nearest
+    neighbour. Random numbers as in :class:`RandomFlipRotate`.
+
+    Args:
+        crop_size: Side of the window in image pixels (``data.crop_size``).
+        image_size: Side of the model input.
+        seed: Seed for the main-process generator.
+
+    Example:
+        >>> crop = RandomCrop(32, 64, seed=0)
+        >>> image, mask, info = crop(np.zeros((100, 20, 3), np.uint8), np.zeros((100, 20)))
+        >>> image.shape, mask.shape, info.resized_hw
+        ((64, 40, 3), (64, 40), (64, 40))
+
+    """
+
+    def __init__(self, crop_size: int, image_size: int, seed: int | None = None) -> None:
+        super().__init__(seed)
+        if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+            raise ValueError(f"crop_size must be a positive integer, got {crop_size!r}")
+        self.crop_size, self.image_size = crop_size, int(image_size)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.crop_size}, {self.image_size}, seed={self.seed})"
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, ResizeInfo]:
+        """Crop ``image`` (H, W, C) and ``mask`` (H, W) alike; return them scaled and how."""
+        rng = rng if rng is not None else self._generator()
+        height, width = image.shape[:2]
+        crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        rows, cols = slice(top, top + crop_h), slice(left, left + crop_w)
+        info = scaled_window_info(crop_h, crop_w, self.crop_size, self.image_size)
+        cropped = resize_image(image[rows, cols], info.resized_hw)
+        if mask is not None:
+            mask = resize_mask(np.ascontiguousarray(mask[rows, cols]), info)
+        return cropped, mask, info
+
+
+class RandomFlipRotate(_WorkerSeeded):
     """Random flips and 90-degree rotations applied jointly to an image and its mask.
 
     Each enabled transform is applied with probability ``p``. Call it on the resized,
@@ -226,23 +342,14 @@ class RandomFlipRotate:
         p: float = 0.5,
         seed: int | None = None,
     ) -> None:
+        super().__init__(seed)
         self.hflip, self.vflip, self.rot90, self.p = hflip, vflip, rot90, p
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-        self._worker_seed: int | None = None
 
     def __repr__(self) -> str:
         return (
             f"RandomFlipRotate(hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, "
             f"p={self.p}, seed={self.seed})"
         )
-
-    def _generator(self) -> np.random.Generator:
-        worker = get_worker_info()
-        if worker is not None and worker.seed != self._worker_seed:
-            self._worker_seed = worker.seed
-            self._rng = np.random.default_rng(worker.seed)
-        return self._rng
 
     def __call__(
         self,

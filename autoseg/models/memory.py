@@ -6,7 +6,8 @@
 routing are counted). The estimate adds:
 
 - parameters and buffers as built (fp32; mixed precision keeps fp32 master weights);
-- gradients of the trainable parameters, and AdamW's two fp32 states per trainable value;
+- gradients of the trainable parameters, and AdamW's two fp32 states per trainable value
+  (trainable: what the method leaves requiring grad; every parameter for ``full``);
 - the saved activations; with activation checkpointing, the tensors saved outside the
   encoder blocks, each checkpointed block's inputs, and one block's recompute in backward;
 - a transient term: the gradients of the largest activation and of its producer's input,

@@ -93,7 +93,7 @@ class SavedTensors:
             if block >= 0:
                 kept_through[block] = kept
         during_backward = (kept_through[k] + recompute.get(k, 0) for k in kept_through)
-        return max(kept, *during_backward)
+        return max([kept, *during_backward])
 
     def extrapolated(self, batch_2: SavedTensors, batch_size: int) -> SavedTensors | None:
         """The trace at ``batch_size`` from this one (batch 1) and ``batch_2`` (batch 2).

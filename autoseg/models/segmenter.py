@@ -10,6 +10,7 @@ from segment_anything.modeling import MaskDecoder
 from torch import nn
 
 from autoseg.models.backbones import SamParts, build_sam_parts
+from autoseg.models.band_projection import SAM_CHANNELS, BandProjection
 from autoseg.models.normalization import build_normalization
 
 
@@ -63,9 +64,13 @@ class MaskHead(nn.Module):
 class SamSegmenter(nn.Module):
     """SAM run prompt-free: normalise -> image encoder -> no-mask prompt -> class-token head.
 
-    The model carries its input contract: ``image_size`` (the square side it expects) and
+    The model carries its input contract: ``image_size`` (the square side it expects),
+    ``in_channels`` (image bands; above 3 a learned :class:`BandProjection`,
+    ``band_projection``, maps them to SAM's three, else ``band_projection`` is None) and
     its backbone's normalisation (``normalize``, with SAM's ``pixel_mean``/``pixel_std``
     buffers or LiteMedSAM's per-image min-max), so callers pass plain pixel values.
+    ``bands`` records which bands of a multi-band TIFF the images are read from (1-based,
+    ``None``: the default choice), so prediction reads them as training did.
     ``Sam.forward`` runs under ``no_grad``, so training calls the three parts directly.
 
     Example:
@@ -76,8 +81,18 @@ class SamSegmenter(nn.Module):
 
     """
 
-    def __init__(self, parts: SamParts, num_classes: int) -> None:
+    def __init__(
+        self,
+        parts: SamParts,
+        num_classes: int,
+        in_channels: int = SAM_CHANNELS,
+        bands: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
+        self.in_channels = int(in_channels)
+        self.bands = None if bands is None else tuple(int(b) for b in bands)
+        # None for RGB models, so their weights and saved adapters stay as they were.
+        self.band_projection = BandProjection(in_channels) if in_channels != SAM_CHANNELS else None
         self.normalize = build_normalization(parts.weights.normalization)
         self.image_encoder = parts.image_encoder
         self.prompt_encoder = parts.prompt_encoder
@@ -102,11 +117,13 @@ class SamSegmenter(nn.Module):
         """Return logits (B, K, S, S) at the input resolution.
 
         Args:
-            images: ``(B, 3, S, S)`` pixel values 0..255 (float or uint8), zero-padded at the
-                bottom/right beyond each image's valid region.
+            images: ``(B, in_channels, S, S)`` pixel values 0..255 (float or uint8),
+                zero-padded at the bottom/right beyond each image's valid region.
             valid_hw: ``(B, 2)`` valid ``(h, w)`` per image; None: the whole input is valid.
 
         """
+        if self.band_projection is not None:
+            images = self.band_projection(images)
         embeddings = self.image_encoder(self.normalize(images, valid_hw))
         _, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
@@ -120,9 +137,14 @@ def build_segmenter(
     image_size: int | None = None,
     checkpoint: str | None = None,
     pretrained: bool = True,
+    in_channels: int = SAM_CHANNELS,
+    bands: tuple[int, ...] | None = None,
 ) -> tuple[SamSegmenter, SamParts]:
-    """Build a prompt-free SAM segmenter and return it with the backbone's build record."""
+    """Build a prompt-free SAM segmenter and return it with the backbone's build record.
+
+    ``in_channels`` above 3 adds the band projection; ``bands`` is recorded on the model.
+    """
     parts = build_sam_parts(
         backbone, image_size=image_size, checkpoint=checkpoint, pretrained=pretrained
     )
-    return SamSegmenter(parts, num_classes), parts
+    return SamSegmenter(parts, num_classes, in_channels, bands), parts

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoseg.errors import AutosegError
 from autoseg.peft.registry import PeftConfig, get_peft_method, peft_method_names, peft_methods
 
 PEFT_METHODS: tuple[str, ...] = peft_method_names()
@@ -18,7 +19,8 @@ def apply_peft(model: nn.Module, method: str | PeftConfig, **settings: Any) -> n
     """Freeze the SAM encoders and attach a method's trainable adapters, in place.
 
     ``image_encoder`` and ``prompt_encoder`` are frozen, ``mask_head`` is made fully trainable,
-    then the method's apply function inserts its adapters. New adapter weights are created on
+    then the method's apply function inserts its adapters or unfreezes what it trains
+    (``bitfit``: the encoder's biases; ``full``: everything). New adapter weights are created on
     the adapted layer's device, so a model built under ``torch.device("meta")`` stays
     allocation-free.
 
@@ -51,6 +53,8 @@ def apply_peft(model: nn.Module, method: str | PeftConfig, **settings: Any) -> n
     model.mask_head.requires_grad_(True)
     try:
         get_peft_method(config.method).apply(model, config)
+    except AutosegError:
+        raise  # already names the setting and the fix (e.g. a method TinyViT cannot take)
     except ValueError as err:
         raise ValueError(f"peft.method={config.method!r}: {err}") from err
     return model

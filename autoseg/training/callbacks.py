@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from autoseg.peft import trainable_state_dict
+from autoseg.training.schedule import BudgetSchedule, reachable_steps
 
 
 class BestWeightsKeeper(L.Callback):
@@ -23,7 +24,9 @@ class BestWeightsKeeper(L.Callback):
 
     Example:
         >>> keeper = BestWeightsKeeper("val_iou", mode="max")
-        >>> trainer = L.Trainer(callbacks=[keeper])  # doctest: +SKIP
+        >>> trainer = L.Trainer(callbacks=[keeper], logger=False, enable_progress_bar=False)
+        >>> keeper in trainer.callbacks
+        True
 
     """
 
@@ -84,10 +87,15 @@ class TimeBudget(L.Callback):
     first one it is estimated from the training batches (a validation image needs a forward
     pass only, about a third of a training image's forward and backward; half is assumed).
     The time spent is saved in resume checkpoints, so a resumed fit gets what is left.
+    With ``fit_schedule``, each batch also moves the
+    :class:`~autoseg.training.schedule.BudgetSchedule` horizon to the steps that still fit,
+    so the rate has decayed to zero when the time runs out.
 
     Example:
         >>> budget = TimeBudget(3600, val_images=20, batch_size=2)
-        >>> trainer = L.Trainer(callbacks=[budget])  # doctest: +SKIP
+        >>> trainer = L.Trainer(callbacks=[budget], logger=False, enable_progress_bar=False)
+        >>> budget in trainer.callbacks
+        True
 
     """
 
@@ -100,9 +108,12 @@ class TimeBudget(L.Callback):
         val_images: int,
         batch_size: int,
         clock: Callable[[], float] = time.monotonic,
+        fit_schedule: bool = False,
     ) -> None:
         super().__init__()
         self.seconds = float(seconds)
+        self.fit_schedule = fit_schedule
+        self._step_limit: int | None = None
         self.val_images = val_images
         self.batch_size = max(1, batch_size)
         self.clock = clock
@@ -124,21 +135,49 @@ class TimeBudget(L.Callback):
         """Seconds to keep free: one more training batch and one validation pass."""
         # The median ignores the first batch's one-off costs (worker start-up, allocation).
         batch = statistics.median(self._batch_times) if self._batch_times else 0.0
-        if self.last_val_seconds is not None:
-            validation = self.last_val_seconds
-        else:
-            validation = batch / self.batch_size * self.val_images * self.VAL_IMAGE_COST
-        return batch + validation
+        return batch + self._validation_seconds(batch)
 
     def _stop_if_out_of_time(self, trainer: L.Trainer) -> None:
+        if self.fit_schedule:
+            self._retarget_schedules(trainer)
         out_of_time = self.elapsed() + self.reserve() >= self.seconds
         # Every DDP process must stop at the same batch: rank 0 decides.
         if trainer.strategy.broadcast(out_of_time):
             trainer.should_stop = True
 
+    def _validation_seconds(self, batch: float) -> float:
+        if self.last_val_seconds is not None:
+            return self.last_val_seconds
+        return batch / self.batch_size * self.val_images * self.VAL_IMAGE_COST
+
+    def _retarget_schedules(self, trainer: L.Trainer) -> None:
+        """Move every budget schedule's horizon to the last step the time left allows."""
+        schedules = [
+            config.scheduler
+            for config in getattr(trainer, "lr_scheduler_configs", ())
+            if isinstance(config.scheduler, BudgetSchedule)
+        ]
+        if not schedules or not self._batch_times:
+            return
+        batch = statistics.median(self._batch_times)
+        validation = self._validation_seconds(batch)
+        reachable = reachable_steps(
+            trainer.global_step,
+            self.seconds - self.elapsed() - validation,  # the last validation is reserved
+            batch,
+            validation,
+            trainer.num_training_batches,
+            trainer.accumulate_grad_batches,
+        )
+        horizon = min(reachable, self._step_limit or reachable)
+        for schedule in schedules:
+            schedule.retarget(horizon)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Start the clock."""
+        """Start the clock; note the epoch and step limits' horizon (the schedule's ceiling)."""
         self._started = self._mark = self.clock()
+        if self.fit_schedule:
+            self._step_limit = int(trainer.estimated_stepping_batches)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         """Time the batch (loading included); stop if the next one would not fit."""

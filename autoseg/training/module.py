@@ -12,7 +12,8 @@ from autoseg.evaluation import OriginalSizeScorer
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.peft import PeftConfig, balance_loss_weight
 from autoseg.training.losses import task_loss
-from autoseg.training.step import linear_decay, make_optimizer, training_loss
+from autoseg.training.schedule import BudgetSchedule
+from autoseg.training.step import make_optimizer, training_loss
 
 
 class SegmentationTask(L.LightningModule):
@@ -144,9 +145,14 @@ class SegmentationTask(L.LightningModule):
         )
 
     def configure_optimizers(self) -> dict:
-        """AdamW over the trainable parameters with a linear decay of the rate to zero."""
+        """AdamW over the trainable parameters; the rate decays linearly to zero.
+
+        The horizon starts at the epoch and step limits; under ``optim.schedule="budget"``
+        a time limit's :class:`~autoseg.training.callbacks.TimeBudget` moves it.
+        """
         optimizer = make_optimizer(self.model, self.optim)
-        schedule = linear_decay(optimizer, self.trainer.estimated_stepping_batches)
+        horizon = self.trainer.estimated_stepping_batches
+        schedule = BudgetSchedule(optimizer, horizon, self.optim.warmup_fraction)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step"},

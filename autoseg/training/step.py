@@ -1,4 +1,4 @@
-"""The training step, defined once: loss, balance weight, optimiser, schedule and clipping.
+"""The training step, defined once: loss, balance weight, optimiser and clipping.
 
 The Lightning module and ``benchmarks/bench_train.py`` both train through these functions, so
 what the benchmark times is what a fit runs.
@@ -42,14 +42,6 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the parameters that train."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-
-
-def linear_decay(
-    optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate falls linearly from its start value to zero over ``total_steps``."""
-    total = max(1, int(total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
 
 
 def train_step(

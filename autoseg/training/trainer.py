@@ -15,11 +15,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from autoseg.config import Config
 from autoseg.data.datamodule import SegmentationDataModule
+from autoseg.data.dataset import SegmentationDataset
 from autoseg.folder import PredictorFolder
 from autoseg.metrics import HIGHER_IS_BETTER
 from autoseg.runtime import resolve_runtime
 from autoseg.training.callbacks import BestWeightsKeeper, TimeBudget
 from autoseg.training.module import SegmentationTask
+from autoseg.training.warm_start import WarmStart, warm_start_decoder
 
 
 @dataclass
@@ -32,6 +34,7 @@ class TrainingResult:
     best_epoch: int | None
     fit_time_s: float
     is_global_zero: bool = True
+    warm_start: WarmStart | None = None
 
 
 def metric_mode(metric: str) -> str:
@@ -65,6 +68,7 @@ def build_trainer(
     time_limit: float | None,
     verbosity: int,
     val_images: int = 0,
+    spent_seconds: float = 0.0,
 ) -> tuple[L.Trainer, BestWeightsKeeper]:
     """Configure a Trainer for one run and return it with its best-weights keeper."""
     mode = metric_mode(monitor.removeprefix("val_"))
@@ -87,7 +91,12 @@ def build_trainer(
     )
     callbacks: list[L.Callback] = [keeper, stopper, resume_saver]
     if time_limit:
-        callbacks.append(TimeBudget(time_limit, val_images, config.env.batch_size))
+        fit_schedule = config.optim.schedule == "budget"
+        budget = TimeBudget(
+            time_limit, val_images, config.env.batch_size, fit_schedule=fit_schedule
+        )
+        budget.spent_before = spent_seconds  # e.g. the decoder warm start's
+        callbacks.append(budget)
     devices, strategy = resolve_strategy(config)
     env = config.env
     runtime = resolve_runtime(env)
@@ -158,8 +167,15 @@ def run_training(
         # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        warm = _warm_start(task, datamodule, config, time_limit, resume)
         trainer, keeper = build_trainer(
-            config, folder, monitor, time_limit, verbosity, len(datamodule.val_table)
+            config,
+            folder,
+            monitor,
+            time_limit,
+            verbosity,
+            len(datamodule.val_table),
+            spent_seconds=0.0 if warm is None else warm.seconds,
         )
         ckpt = folder.resume_checkpoint if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
@@ -177,4 +193,26 @@ def run_training(
         best_epoch=keeper.best_epoch,
         fit_time_s=time.perf_counter() - start,
         is_global_zero=trainer.is_global_zero,
+        warm_start=warm,
     )
+
+
+def _warm_start(
+    task: SegmentationTask,
+    datamodule: SegmentationDataModule,
+    config: Config,
+    time_limit: float | None,
+    resume: bool,
+) -> WarmStart | None:
+    """The decoder warm-start phase, where it applies (see :mod:`autoseg.training.warm_start`).
+
+    A resumed fit skips it: its checkpoint holds the warmed decoder. Native-scale crops
+    (``data.crop_size``) skip it too: whole-image embeddings are not the crops' scale.
+    """
+    if config.optim.warm_start <= 0 or resume or config.data.crop_size is not None:
+        return None
+    images = SegmentationDataset(
+        datamodule.train_table, config.data.image_size, target_fn=datamodule.problem.target
+    )
+    runtime = resolve_runtime(config.env)
+    return warm_start_decoder(task.model, images, config, runtime, time_limit, datamodule.seed)
