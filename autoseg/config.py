@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from autoseg.errors import AutosegError, SettingsError
 from autoseg.rules import check_fields, coerce, field_types, setting
 
 if TYPE_CHECKING:
     from autoseg.peft.registry import PeftConfig
-
-PRESET_DIR = Path(importlib.util.find_spec("autoseg.presets").submodule_search_locations[0])
-"""The preset YAML files (``presets/`` in the repository, ``autoseg/presets`` once installed)."""
 
 
 class UnknownHyperparameterError(AutosegError, KeyError):
@@ -239,7 +232,7 @@ class Config:
             SettingsError: a value has the wrong type or is out of range.
 
         """
-        _check_overrides(overrides)
+        check_overrides(overrides)
         from autoseg.peft.registry import get_peft_method, peft_config, switch_method
 
         nested, given = self.to_dict(), dict(overrides or {})
@@ -259,7 +252,7 @@ class Config:
         return Config(peft=peft_config(nested["peft"]), **sections)
 
 
-def _check_overrides(overrides: Any) -> None:
+def check_overrides(overrides: Any) -> None:
     """Refuse hyperparameters that are not a mapping (``None`` means none)."""
     if overrides is not None and not isinstance(overrides, Mapping):
         raise SettingsError(
@@ -344,81 +337,3 @@ def _check_image_size(config: Config) -> None:
             f"model.backbone={config.model.backbone!r}, got {config.data.image_size} "
             f"(try {low} or {low + stride})."
         )
-
-
-def available_presets() -> list[str]:
-    """Names of the preset YAML files shipped with the package."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def load_preset(name: str) -> Config:
-    """Load a named preset.
-
-    Raises:
-        SettingsError: no preset of that name; the message lists the available ones.
-
-    """
-    if name not in available_presets():
-        raise SettingsError(
-            f"Unknown preset presets={name!r}. Use 'auto' (chosen by hardware) or one of "
-            f"{available_presets()}."
-        )
-    path = PRESET_DIR / f"{name}.yaml"
-    with path.open() as f:
-        values = yaml.safe_load(f) or {}
-    return Config().with_overrides(values.get("hyperparameters", {}))
-
-
-# (minimum total GPU memory in GiB, preset) from largest to smallest; SPEC section 6.
-GPU_PRESETS: tuple[tuple[float, str], ...] = (
-    (40.0, "gpu_vit_h"),
-    (20.0, "gpu_vit_l"),
-    (8.0, "gpu_vit_b"),
-    (0.0, "gpu_vit_b_small"),
-)
-
-
-def preset_for_hardware(gpu_memory_gib: float | None) -> str:
-    """Name the preset for a machine: ``None`` = no GPU (CPU preset).
-
-    Example:
-        >>> preset_for_hardware(80.0), preset_for_hardware(None)
-        ('gpu_vit_h', 'cpu_lite')
-
-    """
-    if gpu_memory_gib is None:
-        return "cpu_lite"
-    return next(name for minimum, name in GPU_PRESETS if gpu_memory_gib >= minimum)
-
-
-def detect_gpu_memory_gib() -> float | None:
-    """Total memory of the first CUDA GPU in GiB, or ``None`` without one."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
-
-
-def resolve_config(presets: str = "auto", *overrides: dict[str, Any] | None) -> tuple[Config, str]:
-    """Build the run's config: the preset (``auto`` = by hardware) with the overrides.
-
-    The overrides merge into one (a later dict's key wins) before they apply, so they obey
-    the rules of a single dict: a ``peft.*`` setting the final ``peft.method`` lacks is an
-    error, wherever the method was switched, and one it has is kept.
-
-    Raises:
-        SettingsError: an override is not a dict, or a value or key is refused.
-
-    Example:
-        >>> config, _ = resolve_config("cpu_lite", {"peft.num_experts": 8}, {"peft.rank": 4})
-        >>> config.peft.num_experts, config.peft.rank
-        (8, 4)
-
-    """
-    name = preset_for_hardware(detect_gpu_memory_gib()) if presets == "auto" else presets
-    merged: dict[str, Any] = {}
-    for extra in overrides:
-        _check_overrides(extra)
-        merged.update(extra or {})
-    return load_preset(name).with_overrides(merged), name

@@ -21,7 +21,7 @@ import yaml
 from autoseg.arguments import check_fit_arguments, resolve_eval_metric
 from autoseg.atomic import atomic_write_text
 from autoseg.builder import build_model
-from autoseg.config import Config, resolve_config
+from autoseg.config import Config
 from autoseg.data.datamodule import LoaderSettings, SegmentationDataModule
 from autoseg.data.prepare import prepare_training_data
 from autoseg.errors import OutputExistsError, PredictorFolderError, SettingsError
@@ -30,6 +30,7 @@ from autoseg.folder import PredictorFolder
 from autoseg.labels.problem import Problem
 from autoseg.peft import adapter_parameter_counts
 from autoseg.persistence import is_nonempty_dir
+from autoseg.preset_choice import resolve_config
 from autoseg.state import PredictorState
 from autoseg.training.module import SegmentationTask
 from autoseg.training.report import plot_training_curve

@@ -10,9 +10,10 @@ import functools
 from collections.abc import Sequence
 
 from autoseg.builder import count_parameters
-from autoseg.config import GPU_PRESETS, Config, LossConfig, load_preset
+from autoseg.config import Config, LossConfig
 from autoseg.models.backbones import pretrained_weights
 from autoseg.models.memory import GIB, MemoryEstimate, estimate_training_memory, fits_card
+from autoseg.preset_choice import GPU_PRESETS, load_preset
 from autoseg.training.losses import task_loss
 
 COLUMNS = ("lora", "moe_conv", "decoder", "trainable", "total")

@@ -2,17 +2,31 @@
 
 :func:`resolve_runtime` turns the ``env`` settings (``"auto"`` where unset) into a
 :class:`Runtime`: accelerator, precision, torch threads, data-loading workers and whether the
-image encoder is compiled. The CPU choices were measured on a 2-core AVX512-BF16 machine
-(``benchmarks/bench_precision.py``, ``bench_threads.py``, ``bench_compile.py``):
+image encoder is compiled. The CPU choices were measured on this project's 2-core Intel Xeon
+(AVX512-BF16 and AMX-BF16), LiteMedSAM at 256 px with Conv-LoRA and its real weights, under
+a load average of 6-9 from other work; benchmarks/README.md has the commands and files:
 
 - precision: bf16 autocast where the CPU has native bf16 instructions (``avx512_bf16`` or
-  ``amx_bf16``); it trained LiteMedSAM 1.4x faster there and predicted 1.8x faster, at the
-  same accuracy. CPUs without them emulate bf16, which is slower than fp32: fp32 there.
+  ``amx_bf16``). There a training step (batch 2, 1 thread) took 1.78x less time than fp32
+  (medians 87.9 s and 49.4 s) and inference ran 1.81x faster (0.112 against 0.062
+  images/s). The same 32-step PH2 fit scored test IoU 0.850 in bf16 and 0.861 in fp32
+  (one seed each; the 0.01 target was missed by 0.001).
+  CPUs without the instructions emulate bf16, which is slower than fp32: fp32 there.
 - threads: the usable cores (``os.sched_getaffinity``), never more than torch's own count
-  (physical cores, or what the caller set with ``torch.set_num_threads``).
-- workers: none on a CPU (loading a batch costs milliseconds next to a seconds-long step,
-  and a worker process takes a core from the step); on a GPU, up to 4, one core kept free.
-- compile: off (on a CPU, compiling costs more than a typical fit gains).
+  (physical cores, or what the caller set with ``torch.set_num_threads``). A fit leaves the
+  cores that other work keeps busy at its start (:func:`busy_cores`), down to one thread:
+  under that load two threads took 1.4-2.2x longer per step than one, for every worker
+  count (``bench_threads.py``), since torch's threads wait for each other at every
+  operation. Prediction keeps every usable core, so its output never depends on the load.
+- workers: none on a CPU: loading a batch took 0.01-0.06 s next to an 8-50 s step, so a
+  worker can save almost nothing and its process takes a core from the step; the measured
+  step times with 0, 1 or 2 workers differed by less than their noise. On a GPU, up to 4,
+  one core kept free.
+- compile: off. With shapes left dynamic, compiling TinyViT's Conv-LoRA training step failed
+  (an inductor error on a symbolic size); with static shapes (used here: the input size is
+  fixed, a smaller last batch compiles once more) the tiny test model's first step took
+  389 s against 0.1 s a step after it, under load (``bench_compile.py``), so on a CPU
+  compiling costs more than a typical fit gains.
 
 Example:
     >>> from autoseg.config import EnvConfig
@@ -29,6 +43,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +58,12 @@ _AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 _MIXED = ("bf16-mixed", "16-mixed", "bf16", "16")
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 GPU_MAX_WORKERS = 4
+CPU_WORKERS = 0
+"""Data-loading workers on a CPU (``env.num_workers=-1``), as measured (module notes)."""
+LOAD_AWARE_TRAINING = True
+"""Whether a fit's automatic thread count leaves busy cores alone (see :func:`auto_threads`)."""
+CPU_NATIVE_BF16_PRECISION = "bf16-mixed"
+"""``env.precision="auto"`` on a CPU with native bf16, as measured (module notes)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,7 @@ class Runtime:
         """
         encoder = getattr(model, "image_encoder", model)
         if self.compile and getattr(encoder, "_compiled_call_impl", None) is None:
-            encoder.compile()
+            encoder.compile(dynamic=False)
         return model
 
 
@@ -134,7 +156,7 @@ def resolve_runtime(env: EnvConfig, inference: bool = False) -> Runtime:
     return Runtime(
         accelerator,
         precision,
-        num_threads=auto_threads(env.num_threads),
+        num_threads=auto_threads(env.num_threads, load_aware=LOAD_AWARE_TRAINING and not inference),
         num_workers=auto_workers(env.num_workers, accelerator),
         compile=bool(env.compile),  # None (auto): off everywhere, see the module notes
     )
@@ -143,7 +165,7 @@ def resolve_runtime(env: EnvConfig, inference: bool = False) -> Runtime:
 def _auto_precision(accelerator: str) -> str:
     if accelerator == "gpu":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    return CPU_NATIVE_BF16_PRECISION if cpu_has_native_bf16() else "32-true"
 
 
 @functools.cache
@@ -156,7 +178,20 @@ def cpu_has_native_bf16() -> bool:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    flags = set()
+    return native_bf16_in_cpuinfo(text)
+
+
+def native_bf16_in_cpuinfo(text: str) -> bool:
+    """Whether ``/proc/cpuinfo`` text lists a native bf16 flag on a ``flags`` line.
+
+    Example:
+        >>> native_bf16_in_cpuinfo("flags : fpu avx2 avx512_bf16")
+        True
+        >>> native_bf16_in_cpuinfo("flags : fpu avx2 avx512f")
+        False
+
+    """
+    flags: set[str] = set()
     for line in text.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
@@ -170,15 +205,51 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def auto_threads(num_threads: int) -> int:
+def busy_cores(samples: int = 5, interval_s: float = 0.01) -> int:
+    """Threads of other processes runnable right now (Linux ``/proc``; 0 where unknown).
+
+    ``/proc/loadavg``'s fourth field counts the runnable threads at this instant; this
+    process's own runnable threads (the reader, torch threads still spinning) are taken off.
+    The median of a few samples ``interval_s`` apart steadies it. Unlike the load average it
+    carries no memory of this process's own earlier work.
+    """
+    counts = []
+    for index in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].partition("/")[0]
+            counts.append(max(0, int(running) - _own_runnable_threads()))
+        except (OSError, IndexError, ValueError):
+            return 0
+        if index + 1 < samples:
+            time.sleep(interval_s)
+    return int(statistics.median_low(counts))
+
+
+def _own_runnable_threads() -> int:
+    """Count the threads of this process in state R (at least 1: the caller)."""
+    count = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            # The state follows the parenthesised name, which may itself hold spaces.
+            count += stat.read_text().rpartition(")")[2].split()[0] == "R"
+    return max(1, count)
+
+
+def auto_threads(num_threads: int, load_aware: bool = False) -> int:
     """``env.num_threads``: 0 = the usable cores, capped at torch's current thread count.
 
     The cap keeps torch's choice of physical cores over hyper-threads, and a caller's own
-    ``torch.set_num_threads``; the affinity keeps a container or ``taskset`` limit.
+    ``torch.set_num_threads``; the affinity keeps a container or ``taskset`` limit. With
+    ``load_aware`` (training), cores that other work keeps busy (:func:`busy_cores`) are
+    left to it, down to one thread: torch's threads wait for one another at every
+    operation, so a thread that shares its core stalls all of them (module notes).
     """
     if num_threads > 0:
         return num_threads
-    return min(usable_cores(), torch.get_num_threads())
+    threads = min(usable_cores(), torch.get_num_threads())
+    if load_aware:
+        threads = max(1, min(threads, usable_cores() - busy_cores()))
+    return threads
 
 
 def auto_workers(num_workers: int, accelerator: str) -> int:
@@ -186,5 +257,5 @@ def auto_workers(num_workers: int, accelerator: str) -> int:
     if num_workers >= 0:
         return num_workers
     if accelerator == "cpu":
-        return 0
+        return CPU_WORKERS
     return max(0, min(GPU_MAX_WORKERS, usable_cores() - 1))

@@ -118,10 +118,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return pooled
 
 
+def _relative_if_path(part: str) -> str:
+    """A command-line word as the results record it: absolute paths relative to the repository."""
+    return _common.repo_relative(part) if Path(part).is_absolute() else part
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Alternate the runs and write ``anchor_<method>_<timestamp>.json``."""
     args = parse_args(argv)
     command = [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]
+    command = [_relative_if_path(part) for part in command]
     settings = {
         "method": args.method,
         "backbone": "vit_b (random weights)",

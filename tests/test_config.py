@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 
 from autoseg.arguments import check_fit_arguments, resolve_eval_metric
-from autoseg.config import (
-    SECTIONS,
-    Config,
-    OptimConfig,
-    available_presets,
-    load_preset,
-)
+from autoseg.config import SECTIONS, Config, OptimConfig
 from autoseg.errors import SettingsError
 from autoseg.evaluation import check_metric_names
 from autoseg.labels.problem import Problem
 from autoseg.peft.registry import peft_methods
+from autoseg.preset_choice import available_presets, load_preset
 
 BINARY = Problem("binary", classes=(0, 1), class_names=("background", "object"))
 MULTI = Problem("multiclass", classes=(0, 1, 2), class_names=("bg", "road", "car"))
@@ -242,7 +237,7 @@ def test_evaluate_metric_names_per_problem_type():
 
 
 def test_cli_strings_become_lists_of_band_numbers():
-    from autoseg.config import load_preset
+    from autoseg.preset_choice import load_preset
 
     config = load_preset("cpu_lite").with_overrides({"data.bands": "[3, 2, 1]"})
     assert config.data.bands == [3, 2, 1]

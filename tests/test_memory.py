@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from autoseg.builder import build_model
-from autoseg.config import GPU_PRESETS, Config, load_preset
+from autoseg.config import Config
 from autoseg.info import (
     HEADROOM,
     TRAINING_LOSS,
@@ -26,6 +26,7 @@ from autoseg.models.memory import (
     fits_card,
 )
 from autoseg.models.saved_tensors import _FusedAttentionRoute, fake_segmenter, trace_saved_tensors
+from autoseg.preset_choice import GPU_PRESETS, load_preset
 from autoseg.training.step import training_loss
 
 # ViT-H's two traces take about 10 s on this 2-core machine.

@@ -35,7 +35,7 @@ def test_wheel_holds_every_module_and_preset(tmp_path):
 
 
 def test_presets_are_found_from_the_package():
-    from autoseg.config import PRESET_DIR, available_presets
+    from autoseg.preset_choice import PRESET_DIR, available_presets
 
     assert PRESET_DIR.resolve() == (REPO / "presets").resolve()
     assert {"cpu_lite", "gpu_vit_b", "gpu_vit_b_small", "gpu_vit_h", "gpu_vit_l"} <= set(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from autoseg import config as config_module
-from autoseg.config import available_presets, load_preset, preset_for_hardware, resolve_config
+from autoseg import preset_choice as config_module
+from autoseg.preset_choice import (
+    available_presets,
+    load_preset,
+    preset_for_hardware,
+    resolve_config,
+)
 from autoseg.runtime import resolve_runtime
 from autoseg.training.trainer import resolve_strategy
 

@@ -11,12 +11,12 @@ from _tiny import TINY
 from lightning.pytorch.trainer.states import TrainerFn
 
 from autoseg.builder import build_model
-from autoseg.config import load_preset
 from autoseg.data.datamodule import LoaderSettings, SegmentationDataModule
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.errors import SettingsError
 from autoseg.folder import PredictorFolder
+from autoseg.preset_choice import load_preset
 from autoseg.training.callbacks import TimeBudget
 from autoseg.training.module import SegmentationTask
 from autoseg.training.schedule import BudgetSchedule, reachable_steps

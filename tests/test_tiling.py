@@ -20,7 +20,7 @@ from torch import nn
 
 from autoseg import SemanticSegmentor
 from autoseg.cli import main
-from autoseg.config import DataConfig, resolve_config
+from autoseg.config import DataConfig
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.io import read_image
 from autoseg.data.synthetic import make_synthetic_binary
@@ -35,6 +35,7 @@ from autoseg.models.normalization import (
     MinMaxNormalization,
 )
 from autoseg.models.segmenter import build_segmenter
+from autoseg.preset_choice import resolve_config
 from autoseg.runtime import Runtime
 from autoseg.tiling import (
     TileSettings,

@@ -10,10 +10,10 @@ from _tiny import TINY
 
 from autoseg import SemanticSegmentor
 from autoseg.builder import build_model
-from autoseg.config import load_preset
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.prepare import prepare_training_data
 from autoseg.data.synthetic import make_synthetic_binary
+from autoseg.preset_choice import load_preset
 from autoseg.runtime import resolve_runtime
 from autoseg.training.losses import task_loss
 from autoseg.training.warm_start import (

@@ -101,9 +101,7 @@ class SegmentationDataModule(L.LightningDataModule):
         crop = None  # native-scale training crops; validation stays whole-image
         if data.crop_size is not None:
             crop = RandomCrop(data.crop_size, data.image_size, seed=self.seed)
-        self.train_set = SegmentationDataset(
-            self.train_table, augment=augment, crop=crop, **common
-        )
+        self.train_set = SegmentationDataset(self.train_table, augment=augment, crop=crop, **common)
         self.val_set = SegmentationDataset(self.val_table, **common)
 
     def _loader(self, dataset: SegmentationDataset, shuffle: bool, batch_size: int) -> DataLoader:

@@ -61,18 +61,10 @@ def resolve_strategy(config: Config) -> tuple[int, str]:
     return devices, "ddp_find_unused_parameters_true"
 
 
-def build_trainer(
-    config: Config,
-    folder: PredictorFolder,
-    monitor: str,
-    time_limit: float | None,
-    verbosity: int,
-    val_images: int = 0,
-    spent_seconds: float = 0.0,
-) -> tuple[L.Trainer, BestWeightsKeeper]:
-    """Configure a Trainer for one run and return it with its best-weights keeper."""
-    mode = metric_mode(monitor.removeprefix("val_"))
-    keeper = BestWeightsKeeper(monitor, mode=mode)
+def _stopping_and_saving(
+    config: Config, folder: PredictorFolder, monitor: str, mode: str
+) -> list[L.Callback]:
+    """Early stopping on the monitored metric, and the periodic resume checkpoint."""
     # strict=False: a run that ends on max_steps mid-epoch has no last validation.
     stopper = EarlyStopping(
         monitor=monitor,
@@ -89,7 +81,22 @@ def build_trainer(
         save_last=True,
         every_n_train_steps=max(1, config.env.checkpoint_every_n_steps),
     )
-    callbacks: list[L.Callback] = [keeper, stopper, resume_saver]
+    return [stopper, resume_saver]
+
+
+def build_trainer(
+    config: Config,
+    folder: PredictorFolder,
+    monitor: str,
+    time_limit: float | None,
+    verbosity: int,
+    val_images: int = 0,
+    spent_seconds: float = 0.0,
+) -> tuple[L.Trainer, BestWeightsKeeper]:
+    """Configure a Trainer for one run and return it with its best-weights keeper."""
+    mode = metric_mode(monitor.removeprefix("val_"))
+    keeper = BestWeightsKeeper(monitor, mode=mode)
+    callbacks = [keeper, *_stopping_and_saving(config, folder, monitor, mode)]
     if time_limit:
         fit_schedule = config.optim.schedule == "budget"
         budget = TimeBudget(
