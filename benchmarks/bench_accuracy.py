@@ -167,6 +167,11 @@ def fit_and_score(
         "wall_fit_s": wall_fit_s,
         "eval_s": eval_s,
         "trainable_parameters": summary.get("trainable_parameters"),
+        "warm_start": {
+            key: summary[key]
+            for key in ("warm_start_steps", "warm_start_variants", "warm_start_s")
+            if key in summary
+        },
         "total_parameters": summary.get("total_parameters"),
         "preset": summary["preset"],
         "problem_type": summary["problem_type"],
