@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from autoseg.data.io import read_mask
-from autoseg.data.transforms import ResizeInfo, restore_logits
+from autoseg.data.transforms import ResizeInfo, restored_probabilities
 from autoseg.errors import SettingsError
 from autoseg.inference import iter_probabilities
 from autoseg.labels.problem import Problem
@@ -152,15 +152,3 @@ class OriginalSizeScorer:
     def compute(self) -> dict[str, float]:
         """The scores over every image added since the last :meth:`reset`."""
         return self._scorer.compute()
-
-
-def restored_probabilities(logits: torch.Tensor, info: ResizeInfo) -> np.ndarray:
-    """Probabilities at the original size from one image's (K, S, S) logits.
-
-    Binary (K = 1): (H, W) sigmoid; multi-class: (K, H, W) softmax; float32, as
-    :func:`~autoseg.inference.iter_probabilities` gives them.
-    """
-    restored = restore_logits(logits.float().cpu(), info)
-    if restored.shape[0] == 1:
-        return torch.sigmoid(restored[0]).numpy().astype(np.float32)
-    return restored.softmax(dim=0).numpy().astype(np.float32)

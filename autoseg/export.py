@@ -29,6 +29,7 @@ from torch import nn
 
 from autoseg import __version__
 from autoseg.atomic import atomic_write
+from autoseg.data.transforms import to_probabilities
 from autoseg.errors import AutosegError, OutputExistsError
 from autoseg.labels.problem import Problem
 from autoseg.models.normalization import MeanStdNormalization, MinMaxNormalization
@@ -89,9 +90,7 @@ class ProbabilityModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(probabilities, logits)``, both ``(B, K, S, S)`` float32."""
         logits = self.model(images, valid_hw).float()
-        if logits.shape[1] == 1:
-            return torch.sigmoid(logits), logits
-        return logits.softmax(dim=1), logits
+        return to_probabilities(logits), logits
 
 
 def _require_onnx() -> Any:

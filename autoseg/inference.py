@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.data.io import image_size
 from autoseg.data.multiband import read_model_image
-from autoseg.data.transforms import ResizeInfo, restore_logits
+from autoseg.data.transforms import ResizeInfo, restored_probabilities
 from autoseg.labels.problem import Problem
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.runtime import Runtime
@@ -105,10 +105,10 @@ def _whole_images(
     for batch in loader:
         # Each batch enters and leaves the contexts: the caller's code between two items
         # runs with its own threads and without autocast.
-        yield from _batch_probabilities(model, batch, runtime)
+        yield from batch_probabilities(model, batch, runtime)
 
 
-def _batch_probabilities(
+def batch_probabilities(
     model: SamSegmenter, batch: dict[str, torch.Tensor], runtime: Runtime
 ) -> list[np.ndarray]:
     """The restored probabilities of one loader batch."""
@@ -127,11 +127,7 @@ def _batch_probabilities(
                 resized_hw=tuple(resized.tolist()),
                 size=model.image_size,
             )
-            restored = restore_logits(item_logits, info)
-            if restored.shape[0] == 1:
-                probabilities.append(torch.sigmoid(restored[0]).numpy().astype(np.float32))
-            else:
-                probabilities.append(restored.softmax(dim=0).numpy().astype(np.float32))
+            probabilities.append(restored_probabilities(item_logits, info))
     return probabilities
 
 

@@ -33,7 +33,7 @@ from autoseg.data.geotiff_write import GeoTiffWriter
 from autoseg.data.multiband import resize_bands
 from autoseg.data.transforms import image_to_tensor, pad_tensor
 from autoseg.errors import OutputExistsError, SettingsError
-from autoseg.inference import _batch_probabilities, probabilities_to_ids
+from autoseg.inference import batch_probabilities, probabilities_to_ids
 from autoseg.labels.problem import Problem
 from autoseg.models.segmenter import SamSegmenter
 from autoseg.runtime import Runtime
@@ -269,7 +269,7 @@ def untiled_probabilities(model: SamSegmenter, image: np.ndarray, runtime: Runti
         "resized_hw": torch.tensor([resize.resized_hw]),
     }
     runtime.prepare(model).eval().to(runtime.device)
-    return _batch_probabilities(model, batch, runtime)[0]
+    return batch_probabilities(model, batch, runtime)[0]
 
 
 def model_block_function(

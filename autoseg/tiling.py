@@ -33,9 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoseg.data.transforms import ResizeInfo, resize_image, restore_logits, scaled_window_info
+from autoseg.data.transforms import (
+    ResizeInfo,
+    resize_image,
+    restore_logits,
+    scaled_window_info,
+    to_probabilities,
+)
 from autoseg.errors import SettingsError
-from autoseg.models.normalization import MinMaxNormalization, valid_mask
+from autoseg.models.normalization import MinMaxNormalization
 from autoseg.runtime import Runtime
 
 TILE_MODES = (False, True, "auto")
@@ -163,21 +169,11 @@ def _image_wide_normalization(model: nn.Module, image: np.ndarray) -> Iterator[N
     if not isinstance(norm, MinMaxNormalization):
         yield
         return
-    low, high = _pixel_range(model, image)
-
-    def whole_range(_: nn.Module, args: tuple[Any, ...], __: torch.Tensor) -> torch.Tensor:
-        images, valid_hw = args[0], args[1] if len(args) > 1 else None
-        normalized = (images.float() - low) / max(high - low, 1e-8)
-        mask = valid_mask(images, valid_hw)
-        if mask is not None:
-            normalized = torch.where(mask, normalized, 0.0)
-        return normalized.to(images.dtype) if images.is_floating_point() else normalized
-
-    handle = norm.register_forward_hook(whole_range)
+    norm.value_range = _pixel_range(model, image)
     try:
         yield
     finally:
-        handle.remove()
+        norm.value_range = None
 
 
 def _pixel_range(model: nn.Module, image: np.ndarray, rows: int = 256) -> tuple[float, float]:
@@ -221,8 +217,7 @@ def _probabilities(
     valid = torch.tensor([info.resized_hw] * len(batch), dtype=torch.int64, device=device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         logits = model(batch.to(device), valid).float().cpu()
-    restored = torch.stack([restore_logits(item, info) for item in logits])
-    return torch.sigmoid(restored) if restored.shape[1] == 1 else restored.softmax(dim=1)
+    return to_probabilities(torch.stack([restore_logits(item, info) for item in logits]))
 
 
 def _check_call(image: np.ndarray, tile_size: Any, overlap: Any, batch_size: Any) -> None:

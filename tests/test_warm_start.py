@@ -16,12 +16,7 @@ from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.preset_choice import load_preset
 from autoseg.runtime import resolve_runtime
 from autoseg.training.losses import task_loss
-from autoseg.training.warm_start import (
-    _flipped,
-    decode,
-    embed_training_set,
-    warm_start_decoder,
-)
+from autoseg.training.warm_start import _flipped, embed_training_set, warm_start_decoder
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +44,8 @@ def test_decoding_a_cached_embedding_is_the_forward_pass(setup):
     item = dataset[0]
     images, valid = item["image"][None], item["resized_hw"][None]
     with torch.no_grad():
-        embedding = model.image_encoder(model.normalize(images, valid))
-        assert torch.equal(decode(model, embedding, images.shape[-1]), model(images, valid))
+        embedding = model.embed(images, valid)
+        assert torch.equal(model.decode(embedding, images.shape[-2:]), model(images, valid))
 
 
 def test_flip_variants_keep_the_padding_at_the_bottom_right(setup):
@@ -73,7 +68,7 @@ def test_embeddings_cover_every_image_and_its_flip(setup):
 
 def _decoder_loss(model, embeddings, targets, config) -> float:
     with torch.no_grad():
-        logits = decode(model, embeddings, targets.shape[-1])
+        logits = model.decode(embeddings, targets.shape[-2:])
         return float(task_loss(logits.float(), targets, config.loss.binary))
 
 

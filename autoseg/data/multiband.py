@@ -130,6 +130,13 @@ def _choose(path: PathLike, count: int, in_channels: int, bands: object) -> tupl
         raise BandsError(f"{path}: {err}") from None
 
 
+def _not_a_tiff(path: PathLike, in_channels: int) -> BandsError:
+    return BandsError(
+        f"{path}: a model with model.in_channels={in_channels} reads multi-band TIFF images; "
+        "this file is not a TIFF."
+    )
+
+
 def read_model_image(path: PathLike, in_channels: int = RGB, bands: object = None) -> np.ndarray:
     """Read an image as the model takes it: ``(H, W, in_channels)`` uint8.
 
@@ -156,10 +163,7 @@ def read_model_image(path: PathLike, in_channels: int = RGB, bands: object = Non
         return read_image(path)
     if not _is_tiff(path):
         if in_channels != RGB:
-            raise BandsError(
-                f"{path}: a model with model.in_channels={in_channels} reads multi-band TIFF "
-                "images; this file is not a TIFF."
-            )
+            raise _not_a_tiff(path, in_channels)
         return read_image(path)[:, :, [b - 1 for b in _choose(path, RGB, RGB, bands)]]
     if _has_rasterio():
         from autoseg.data.geotiff import describe_raster, read_window
@@ -186,10 +190,7 @@ def check_band_counts(
         if _is_tiff(path):
             _choose(path, _band_count(path), in_channels, bands)
         elif in_channels != RGB:
-            raise BandsError(
-                f"{path}: a model with model.in_channels={in_channels} reads multi-band "
-                "TIFF images; this file is not a TIFF."
-            )
+            raise _not_a_tiff(path, in_channels)
         else:
             _choose(path, RGB, RGB, bands)
 

@@ -374,3 +374,25 @@ class RandomFlipRotate(_WorkerSeeded):
             arrays = [np.rot90(a, turns, axes=(0, 1)) for a in arrays]
         arrays = [np.ascontiguousarray(a) for a in arrays]
         return arrays[0], (arrays[1] if mask is not None else None)
+
+
+def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid of one output map (binary), softmax over the class axis (``-3``) otherwise.
+
+    Example:
+        >>> to_probabilities(torch.zeros(2, 1, 4, 4)).unique().tolist()
+        [0.5]
+
+    """
+    return torch.sigmoid(logits) if logits.shape[-3] == 1 else logits.softmax(dim=-3)
+
+
+def restored_probabilities(logits: torch.Tensor, info: ResizeInfo) -> np.ndarray:
+    """Probabilities at the original size from one image's ``(K, S, S)`` logits.
+
+    Binary (K = 1): ``(H, W)``; multi-class: ``(K, H, W)``; float32. Logits are resized
+    before the sigmoid/softmax, so borders stay smooth.
+    """
+    probabilities = to_probabilities(restore_logits(logits.float().cpu(), info))
+    array = probabilities.numpy().astype(np.float32)
+    return array[0] if array.shape[0] == 1 else array

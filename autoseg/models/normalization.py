@@ -78,7 +78,9 @@ class MeanStdNormalization(nn.Module):
 class MinMaxNormalization(nn.Module):
     """Map each image's own min..max (over its valid region, all channels) to 0..1.
 
-    LiteMedSAM's preprocessing; a constant image becomes 0.
+    LiteMedSAM's preprocessing; a constant image becomes 0. With ``value_range`` set to
+    ``(low, high)``, that range is used instead of each image's own (tiled prediction sets
+    the whole image's range, so every window gets the same contrast).
 
     Example:
         >>> images = torch.tensor([[[[10.0, 30.0], [20.0, 99.0]]]])
@@ -87,12 +89,18 @@ class MinMaxNormalization(nn.Module):
 
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.value_range: tuple[float, float] | None = None
+
     def forward(self, images: torch.Tensor, valid_hw: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``(B, C, H, W)`` pixel values; the padding beyond ``valid_hw`` stays 0."""
         pixels = images.float()
         mask = valid_mask(images, valid_hw)
         dims = (1, 2, 3)
-        if mask is None:
+        if self.value_range is not None:
+            low, high = (torch.tensor(v, dtype=pixels.dtype) for v in self.value_range)
+        elif mask is None:
             low, high = pixels.amin(dim=dims, keepdim=True), pixels.amax(dim=dims, keepdim=True)
         else:
             low = torch.where(mask, pixels, float("inf")).amin(dim=dims, keepdim=True)

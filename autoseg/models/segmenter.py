@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,13 +123,20 @@ class SamSegmenter(nn.Module):
             valid_hw: ``(B, 2)`` valid ``(h, w)`` per image; None: the whole input is valid.
 
         """
+        return self.decode(self.embed(images, valid_hw), images.shape[-2:])
+
+    def embed(self, images: torch.Tensor, valid_hw: torch.Tensor | None = None) -> torch.Tensor:
+        """Image embeddings: band projection (if any), normalisation, image encoder."""
         if self.band_projection is not None:
             images = self.band_projection(images)
-        embeddings = self.image_encoder(self.normalize(images, valid_hw))
+        return self.image_encoder(self.normalize(images, valid_hw))
+
+    def decode(self, embeddings: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Logits ``(B, K, *size)`` from image embeddings, with the no-prompt embeddings."""
         _, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
         image_pe = self.prompt_encoder.get_dense_pe()
         low_res = self.mask_head(embeddings, image_pe.to(embeddings.dtype), dense)
-        return F.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(low_res, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def build_segmenter(

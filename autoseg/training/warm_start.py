@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoseg.config import Config
@@ -41,14 +40,6 @@ class WarmStart:
     seconds: float
     first_loss: float | None
     last_loss: float | None
-
-
-def decode(model: nn.Module, embeddings: torch.Tensor, size: int) -> torch.Tensor:
-    """Logits ``(B, K, size, size)`` from image embeddings, as the model's forward makes them."""
-    _, dense = model.prompt_encoder(points=None, boxes=None, masks=None)
-    image_pe = model.prompt_encoder.get_dense_pe().to(embeddings.dtype)
-    low_res = model.mask_head(embeddings, image_pe, dense)
-    return F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def _flipped(item: dict, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,10 +87,8 @@ def embed_training_set(
             pairs = _variants(item, config)
             images = torch.stack([image for image, _ in pairs]).to(runtime.device)
             valid = item["resized_hw"].expand(len(pairs), 2).to(runtime.device)
-            if getattr(model, "band_projection", None) is not None:
-                images = model.band_projection(images)
             with autocast:
-                embedded = model.image_encoder(model.normalize(images, valid)).float()
+                embedded = model.embed(images, valid).float()
             embeddings.append(embedded)
             targets.append(torch.stack([mask for _, mask in pairs]))
             stored += embedded.numel() * embedded.element_size()
@@ -135,7 +124,7 @@ def train_decoder(
             target = targets[chunk]
             if bool((target == IGNORE_INDEX).all()):
                 continue
-            logits = decode(model, embeddings[chunk], size)
+            logits = model.decode(embeddings[chunk], (size, size))
             loss = task_loss(logits.float(), target, config.loss.binary)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
