@@ -132,6 +132,9 @@ class EnvConfig:
         eval_batch_size: images per forward pass in predict/evaluate.
         compile: run the image encoder through ``torch.compile``; ``None`` (or ``"auto"``):
             off, as measured on CPUs.
+        prefix_cache: compute the encoder's frozen prefix once per distinct training input
+            (:mod:`autoseg.models.prefix_cache`); ``None`` (or ``"auto"``): on for CPU fits
+            where the prefix is frozen, as measured, off on GPUs.
 
     """
 
@@ -148,9 +151,15 @@ class EnvConfig:
     num_nodes: int = setting(1, at_least=1)
     strategy: str = "auto"
     compile: bool | None = None
+    prefix_cache: bool | None = None
 
 
-AUTO_VALUES: dict[str, Any] = {"env.num_workers": -1, "env.num_threads": 0, "env.compile": None}
+AUTO_VALUES: dict[str, Any] = {
+    "env.num_workers": -1,
+    "env.num_threads": 0,
+    "env.compile": None,
+    "env.prefix_cache": None,
+}
 """Settings that also take the word ``"auto"``, and the value it stands for."""
 
 

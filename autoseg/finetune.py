@@ -255,6 +255,7 @@ def _summary(
         "train_rows": rows[0],
         "val_rows": rows[1],
         **_warm_start_summary(result),
+        **_prefix_cache_summary(result),
         "epochs": result.epochs,
         "steps": result.steps,
         "best_epoch": result.best_epoch,
@@ -275,3 +276,11 @@ def _warm_start_summary(result: TrainingResult) -> dict[str, Any]:
         "warm_start_variants": warm.variants,
         "warm_start_s": round(warm.seconds, 1),
     }
+
+
+def _prefix_cache_summary(result: TrainingResult) -> dict[str, Any]:
+    """The frozen-prefix cache's hits and misses (nothing when it was off)."""
+    if result.prefix_cache is None:
+        return {}
+    hits, misses = result.prefix_cache
+    return {"prefix_cache_hits": hits, "prefix_cache_misses": misses}

@@ -9,8 +9,9 @@ a load average of 6-9 from other work; benchmarks/README.md has the commands and
 - precision: bf16 autocast where the CPU has native bf16 instructions (``avx512_bf16`` or
   ``amx_bf16``). There a training step (batch 2, 1 thread) took 1.78x less time than fp32
   (medians 87.9 s and 49.4 s) and inference ran 1.81x faster (0.112 against 0.062
-  images/s). The same 32-step PH2 fit scored test IoU 0.850 in bf16 and 0.861 in fp32
-  (one seed each; the 0.01 target was missed by 0.001).
+  images/s). The same 32-step PH2 fit scored test IoU 0.850 and 0.854 in bf16 against
+  0.861 and 0.862 in fp32 (seeds 0 and 1: a mean gap of 0.0095), and took 1.3-1.4x less
+  time.
   CPUs without the instructions emulate bf16, which is slower than fp32: fp32 there.
 - threads: the usable cores (``os.sched_getaffinity``), never more than torch's own count
   (physical cores, or what the caller set with ``torch.set_num_threads``). A fit leaves the
@@ -27,6 +28,10 @@ a load average of 6-9 from other work; benchmarks/README.md has the commands and
   fixed, a smaller last batch compiles once more) the tiny test model's first step took
   389 s against 0.1 s a step after it, under load (``bench_compile.py``), so on a CPU
   compiling costs more than a typical fit gains.
+- prefix cache: on for CPU fits. Serving TinyViT's patch embedding and conv stage (32% of
+  the encoder's bf16 forward) from memory after its first epoch made a LiteMedSAM 256-px
+  Conv-LoRA step (bf16, batch 1, 1 thread, real weights) 1.43x faster (medians 5.02 s and
+  3.51 s, alternated, ``bench_prefix_cache.py``); it is exact. Not measured on GPUs: off.
 
 Example:
     >>> from autoseg.config import EnvConfig
@@ -76,6 +81,8 @@ class Runtime:
         num_threads: torch CPU threads while the run works (0: leave torch's setting).
         num_workers: data-loading worker processes.
         compile: whether the image encoder runs through ``torch.compile``.
+        prefix_cache: whether a fit caches the encoder's frozen prefix (see
+            :func:`autoseg.training.trainer.run_training`).
 
     Example:
         >>> runtime = Runtime("cpu", "bf16-mixed", num_threads=1)
@@ -92,6 +99,7 @@ class Runtime:
     num_threads: int = 0
     num_workers: int = 0
     compile: bool = False
+    prefix_cache: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -159,6 +167,8 @@ def resolve_runtime(env: EnvConfig, inference: bool = False) -> Runtime:
         num_threads=auto_threads(env.num_threads, load_aware=LOAD_AWARE_TRAINING and not inference),
         num_workers=auto_workers(env.num_workers, accelerator),
         compile=bool(env.compile),  # None (auto): off everywhere, see the module notes
+        prefix_cache=not inference
+        and (accelerator == "cpu" if env.prefix_cache is None else env.prefix_cache),
     )
 
 

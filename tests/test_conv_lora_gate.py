@@ -141,7 +141,7 @@ def test_balance_loss_is_the_same_under_both_factors() -> None:
 def test_mixture_equals_running_the_chosen_expert_per_sample(factor: str) -> None:
     layer = routed_layer(factor, num_experts=8).eval()
     z = torch.randn(6, 5, 5, 3, generator=torch.Generator().manual_seed(2))
-    mixed = layer.adapt(z)
+    mixed = layer.adapt(z)  # on the CPU: each expert on its own samples
     nchw = z.permute(0, 3, 1, 2)
     routing = layer.gate(z.mean(dim=(1, 2)))
     chosen = set(routing.expert_index.tolist())
@@ -151,8 +151,29 @@ def test_mixture_equals_running_the_chosen_expert_per_sample(factor: str) -> Non
         torch.testing.assert_close(mixed[b], expected.permute(1, 2, 0))
     mixed.square().sum().backward()
     for i, expert in enumerate(layer.experts):
-        used = torch.count_nonzero(expert.conv.weight.grad) > 0
-        assert used == (i in chosen)
+        grad = expert.conv.weight.grad
+        assert (grad is not None and torch.count_nonzero(grad) > 0) == (i in chosen)
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+def test_the_accelerator_path_gives_the_cpu_path_result_and_gradients(factor: str) -> None:
+    layer = routed_layer(factor, num_experts=8).eval()
+    z = torch.randn(6, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    routing = layer.gate(z.mean(dim=(2, 3)))
+    results = []
+    for run in (layer._run_routed_groups, layer._run_all_experts):
+        out = run(z, routing)
+        out.square().sum().backward(inputs=[e.conv.weight for e in layer.experts])
+        grads = [e.conv.weight.grad for e in layer.experts]
+        results.append((out.detach(), [None if g is None else g.clone() for g in grads]))
+        layer.zero_grad(set_to_none=True)
+    (grouped, grouped_grads), (dense, dense_grads) = results
+    torch.testing.assert_close(grouped, dense)
+    for i, (g, d) in enumerate(zip(grouped_grads, dense_grads, strict=True)):
+        if i in set(routing.expert_index.tolist()):
+            torch.testing.assert_close(g, d)
+        else:  # the dense path multiplies them by zero; the grouped one never runs them
+            assert g is None and not torch.count_nonzero(d)
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 4, 8), (2, 16, 8)])

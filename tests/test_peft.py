@@ -274,14 +274,30 @@ def test_model_balance_loss_helper() -> None:
 # 5. only the chosen expert runs ------------------------------------------------------------
 
 
-def test_every_expert_runs_once_on_the_whole_batch() -> None:
-    """Routing never reads the chosen indices on the host: each expert sees every sample once
-    and the one-hot weight keeps only the chosen expert's output."""
+def test_on_the_cpu_each_expert_runs_only_on_its_own_samples() -> None:
     layer = ConvLoRALinear(nn.Linear(8, 24), rank=3, num_experts=4).train()
     calls: list[tuple[int, int]] = []
     for i, expert in enumerate(layer.experts):
         expert.register_forward_hook(lambda _m, args, _o, i=i: calls.append((i, len(args[0]))))
-    layer(torch.randn(6, 4, 4, 8))
+    torch.manual_seed(0)
+    z = torch.randn(6, 4, 4, 8)
+    routing_seed = torch.random.get_rng_state()
+    layer(z)
+    torch.random.set_rng_state(routing_seed)  # the same gate noise
+    routing = layer.gate(layer.lora_A(z).mean(dim=(1, 2)))
+    counts = torch.bincount(routing.expert_index, minlength=4).tolist()
+    assert calls == [(i, n) for i, n in enumerate(counts) if n]
+
+
+def test_the_accelerator_path_runs_every_expert_once_on_the_whole_batch() -> None:
+    """Off the CPU, routing never reads the chosen indices on the host: each expert sees
+    every sample once and the one-hot weight keeps only the chosen expert's output."""
+    layer = ConvLoRALinear(nn.Linear(8, 24), rank=3, num_experts=4).train()
+    calls: list[tuple[int, int]] = []
+    for i, expert in enumerate(layer.experts):
+        expert.register_forward_hook(lambda _m, args, _o, i=i: calls.append((i, len(args[0]))))
+    z = torch.randn(6, 3, 4, 4)
+    layer._run_all_experts(z, layer.gate(z.mean(dim=(2, 3))))
     assert calls == [(i, 6) for i in range(4)]
 
 

@@ -1,13 +1,17 @@
-"""The frozen-prefix cache: exact outputs and gradients, hits, cap, refusal, no state."""
+"""The frozen-prefix cache: exact outputs and gradients, hits, cap, refusal, no state, fits."""
 
 from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import pytest
 import torch
+from _tiny import TINY
 
+from autoseg import SemanticSegmentor
+from autoseg.data.synthetic import make_synthetic_binary
 from autoseg.models.prefix_cache import (
     FrozenPrefixCache,
     PrefixCacheError,
@@ -150,3 +154,47 @@ def test_a_plain_cache_serves_a_conv() -> None:
     cache = FrozenPrefixCache([conv], max_bytes=0)
     x = torch.rand(2, 3, 5, 5)
     assert torch.equal(cache(conv, x), conv(x)) and len(cache) == 0
+
+
+def _fit(csv, tmp_path, name: str, **overrides: object) -> SemanticSegmentor:
+    hyperparameters = {
+        **TINY,
+        "model.backbone": "lite_tiny",
+        "optim.max_epochs": 2,
+        "env.num_threads": 1,
+        **overrides,
+    }
+    seg = SemanticSegmentor(hyperparameters=hyperparameters, path=tmp_path / name, verbosity=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return seg.fit(csv)
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prefix_fit")
+    return make_synthetic_binary(root, n_images=10, size=(48, 64), split_test=2, seed=5)[0]
+
+
+def test_a_cpu_fit_serves_its_second_epoch_from_the_cache_and_removes_it(small_csv, tmp_path):
+    seg = _fit(small_csv, tmp_path, "auto")
+    summary = seg.summary()
+    # Epoch 2 sees the same (image, flip) variants as epoch 1, validation the same images.
+    assert summary["prefix_cache_hits"] > 0 and summary["prefix_cache_misses"] > 0
+    assert prefix_cache_of(seg.model_) is None  # prediction never fills a cache
+
+
+def test_the_cache_changes_no_trained_weight(small_csv, tmp_path):
+    cached = _fit(small_csv, tmp_path, "on", **{"env.prefix_cache": True})
+    plain = _fit(small_csv, tmp_path, "off", **{"env.prefix_cache": False})
+    assert cached.summary()["prefix_cache_hits"] > 0
+    assert "prefix_cache_hits" not in plain.summary()
+    cached_state, plain_state = cached.model_.state_dict(), plain.model_.state_dict()
+    assert cached_state.keys() == plain_state.keys()
+    changed = [k for k in cached_state if not torch.equal(cached_state[k], plain_state[k])]
+    assert not changed, changed[:3]
+
+
+def test_a_method_that_trains_the_prefix_fits_without_the_cache(small_csv, tmp_path):
+    seg = _fit(small_csv, tmp_path, "bitfit", **{"peft.method": "bitfit"})
+    assert "prefix_cache_hits" not in seg.summary()

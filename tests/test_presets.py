@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import autoseg.runtime as runtime_module
 from autoseg import preset_choice as config_module
 from autoseg.preset_choice import (
     available_presets,
@@ -55,7 +56,9 @@ def test_unknown_preset_lists_available():
 
 def test_precision_and_strategy_choices():
     cpu = load_preset("cpu_lite")
-    assert resolve_runtime(cpu.env).precision == "32-true"
+    native = runtime_module.cpu_has_native_bf16()
+    assert resolve_runtime(cpu.env).precision == ("bf16-mixed" if native else "32-true")
+    assert resolve_runtime(cpu.env).num_workers == 0  # measured: workers only take cores
     assert resolve_strategy(cpu) == (1, "auto")
     multi = cpu.with_overrides({"env.num_gpus": 2})
     assert resolve_strategy(multi) == (2, "ddp_find_unused_parameters_true")

@@ -27,9 +27,11 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +44,8 @@ __all__ = [
     "DEFAULT_PREFIX_CACHE_BYTES",
     "FrozenPrefixCache",
     "PrefixCacheError",
+    "cached_prefix",
+    "default_cache_bytes",
     "disable_prefix_cache",
     "enable_prefix_cache",
     "prefix_cache_of",
@@ -199,7 +203,9 @@ class FrozenPrefixCache:
         size = output.numel() * output.element_size()
         if key in self._entries or self.stored_bytes + size > self.max_bytes:
             return
-        self._entries[key] = output.detach().clone()
+        # A miss inside inference_mode (the decoder warm start) must still serve training.
+        with torch.inference_mode(False):
+            self._entries[key] = output.detach().clone()
         self.stored_bytes += size
 
 
@@ -274,7 +280,7 @@ def prefix_cache_of(model: nn.Module) -> FrozenPrefixCache | None:
 
 
 def disable_prefix_cache(model: nn.Module) -> None:
-    """Remove the prefix cache (and free its entries); a no-op without one."""
+    """Remove the prefix cache and free its entries (its counters stay); a no-op without one."""
     encoder = getattr(model, "image_encoder", model)
     cache = encoder.__dict__.pop("prefix_cache", None)
     if cache is None:
@@ -283,4 +289,44 @@ def disable_prefix_cache(model: nn.Module) -> None:
         forward = module.__dict__.get("forward")
         if isinstance(forward, functools.partial) and forward.func is _cached_forward:
             del module.__dict__["forward"]
-    cache.clear()
+    cache._drop_entries()
+
+
+def default_cache_bytes() -> int:
+    """The cap a fit uses: :data:`DEFAULT_PREFIX_CACHE_BYTES`, at most a quarter of free RAM."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: keep the default
+        return DEFAULT_PREFIX_CACHE_BYTES
+    return max(0, min(DEFAULT_PREFIX_CACHE_BYTES, free // 4))
+
+
+@contextlib.contextmanager
+def cached_prefix(
+    model: nn.Module, max_bytes: int | None = None
+) -> Iterator[FrozenPrefixCache | None]:
+    """Cache the frozen prefix for the block (a fit), then remove the cache and its entries.
+
+    Yields None, changing nothing, where the prefix cannot be cached exactly (a method
+    that trains it, such as ``full`` or ``bitfit``, or an encoder without a known prefix).
+
+    Example:
+        >>> from autoseg.models.segmenter import build_segmenter
+        >>> from autoseg.peft import apply_peft
+        >>> model = apply_peft(build_segmenter("lite_tiny")[0], "lora")
+        >>> with cached_prefix(model) as cache:
+        ...     _ = model(torch.zeros(1, 3, 64, 64)); _ = model(torch.zeros(1, 3, 64, 64))
+        >>> cache.hits, prefix_cache_of(model) is None
+        (1, True)
+
+    """
+    try:
+        cap = default_cache_bytes() if max_bytes is None else max_bytes
+        cache = enable_prefix_cache(model, cap)
+    except PrefixCacheError:
+        cache = None
+    try:
+        yield cache
+    finally:
+        if cache is not None:
+            disable_prefix_cache(model)

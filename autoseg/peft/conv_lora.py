@@ -119,11 +119,19 @@ class ConvExpert(nn.Module):
             z: ``(B, rank, H, W)``.
 
         Returns:
-            ``(B, rank, H, W)``; the conv's dtype (autocast's dtype inside autocast).
+            ``(B, rank, H, W)``; the conv's dtype (autocast's dtype inside autocast on an
+            accelerator; on the CPU the expert runs in the conv's dtype even then).
 
         """
+        if autocast_active(z.device.type) and z.device.type == "cpu":
+            # Rank-r convs and resizes in bf16 run slower than in fp32 on a CPU (measured).
+            with torch.autocast("cpu", enabled=False):
+                return self._convolve(z.to(self.conv.weight.dtype))
         if not autocast_active(z.device.type):
             z = z.to(self.conv.weight.dtype)
+        return self._convolve(z)
+
+    def _convolve(self, z: torch.Tensor) -> torch.Tensor:
         height, width = z.shape[-2:]
         if self.scale > 1:
             z = bicubic_resize(z, (height * self.scale, width * self.scale))
@@ -147,13 +155,17 @@ class ConvLoRALinear(LoRALinear):
     is added to ``z`` before ``B``. The last forward's load-balancing loss is kept in
     :attr:`balance_loss`.
 
-    Every expert runs on the whole batch and a one-hot weight keeps the chosen one: the
-    experts are rank-``r`` convs, cheap next to the block, and choosing the samples per
-    expert would need their count on the host (a device sync, and a graph break under
-    ``torch.compile``). The other experts' outputs are multiplied by exactly zero, so the
-    result and the gradients equal running only the chosen expert, except that the unchosen
-    experts get zero gradients instead of none (AdamW still applies momentum and weight
-    decay to them).
+    On an accelerator every expert runs on the whole batch and a one-hot weight keeps the
+    chosen one: choosing the samples per expert would need their count on the host (a
+    device sync, and a graph break under ``torch.compile``). The other experts' outputs are
+    multiplied by exactly zero, so the result and the gradients equal running only the
+    chosen expert, except that the unchosen experts get zero gradients instead of none
+    (AdamW still applies momentum and weight decay to them); an exported or compiled graph
+    takes this path too. Otherwise on the CPU, where reading the routing costs no sync,
+    each expert runs only on the samples routed to it: the same
+    result, the unchosen experts get no gradient, and the step skips the other experts'
+    work (expert ``i`` upsamples ``i + 1`` times, so running all eight costs about eight
+    times the average chosen one).
 
     Args:
         base: The fused qkv linear layer; frozen in place and kept as ``self.base``.
@@ -233,7 +245,15 @@ class ConvLoRALinear(LoRALinear):
         return z_map + expert_out.permute(0, 2, 3, 1)
 
     def _run_chosen_experts(self, z: torch.Tensor, routing: Routing) -> torch.Tensor:
-        """``g[b] * E_k[b](z[b])`` for every sample, without reading the routing on the host."""
+        """``g[b] * E_k[b](z[b])`` for every sample (see the class notes for the two paths)."""
+        # Traced or compiled graphs (ONNX export, torch.compile) must not bake in one routing.
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if z.device.type == "cpu" and not (traced or torch.compiler.is_compiling()):
+            return self._run_routed_groups(z, routing)
+        return self._run_all_experts(z, routing)
+
+    def _run_all_experts(self, z: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Every expert on the whole batch, one-hot weighted: no value read on the host."""
         experts = torch.arange(len(self.experts), device=z.device)
         # Not F.one_hot: it checks the index range on the host, a device sync.
         chosen = (routing.expert_index[:, None] == experts).to(routing.expert_weight)
@@ -244,6 +264,19 @@ class ConvLoRALinear(LoRALinear):
             out = expert(z)
             mixed = mixed + out * weight.to(out.dtype).view(-1, 1, 1, 1)
         return mixed.to(z.dtype)
+
+    def _run_routed_groups(self, z: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """Each expert on the samples routed to it; reads the group sizes on the host."""
+        order = torch.argsort(routing.expert_index, stable=True)
+        counts = torch.bincount(routing.expert_index, minlength=len(self.experts)).tolist()
+        groups = z[order].contiguous().split(counts)
+        factors = routing.expert_weight[order].split(counts)
+        outputs = []
+        for expert, group, factor, count in zip(self.experts, groups, factors, counts, strict=True):
+            if count:
+                out = expert(group)
+                outputs.append(out * factor.to(out.dtype).view(-1, 1, 1, 1))
+        return torch.cat(outputs)[torch.argsort(order)].to(z.dtype)
 
     def parameter_groups(self) -> dict[str, int]:
         """Adapter parameters by the paper's columns: LoRA and MoE-conv (experts + gate)."""

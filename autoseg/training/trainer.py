@@ -18,7 +18,8 @@ from autoseg.data.datamodule import SegmentationDataModule
 from autoseg.data.dataset import SegmentationDataset
 from autoseg.folder import PredictorFolder
 from autoseg.metrics import HIGHER_IS_BETTER
-from autoseg.runtime import resolve_runtime
+from autoseg.models.prefix_cache import FrozenPrefixCache, cached_prefix
+from autoseg.runtime import Runtime, resolve_runtime
 from autoseg.training.callbacks import BestWeightsKeeper, TimeBudget
 from autoseg.training.module import SegmentationTask
 from autoseg.training.warm_start import WarmStart, warm_start_decoder
@@ -35,6 +36,7 @@ class TrainingResult:
     fit_time_s: float
     is_global_zero: bool = True
     warm_start: WarmStart | None = None
+    prefix_cache: tuple[int, int] | None = None  # (hits, misses) of the frozen-prefix cache
 
 
 def metric_mode(metric: str) -> str:
@@ -162,15 +164,21 @@ def run_training(
     With ``resume``, training continues from the folder's last resume checkpoint (loaded
     with ``weights_only=True``: tensors and plain data only, no code). The training
     workflow removes it once the predictor is saved, so a finished predictor folder holds
-    no pickle files. Torch threads and encoder compilation follow
-    :func:`~autoseg.runtime.resolve_runtime`; the caller's thread count is restored after.
+    no pickle files. Torch threads, encoder compilation and the frozen-prefix cache follow
+    :func:`~autoseg.runtime.resolve_runtime`; the caller's thread count is restored after,
+    and the cache is removed.
     """
     runtime = resolve_runtime(config.env)
     runtime.prepare(task.model)
     monitor = f"val_{task.eval_metric}"
     start = time.perf_counter()
     task.model.train()
-    with runtime.threads(), warnings.catch_warnings(), _quiet_lightning(verbosity):
+    with (
+        runtime.threads(),
+        _prefix_cache(task, runtime) as cache,
+        warnings.catch_warnings(),
+        _quiet_lightning(verbosity),
+    ):
         # Frozen batch-norm layers stay in eval mode on purpose (see SamSegmenter.train).
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
@@ -201,7 +209,20 @@ def run_training(
         fit_time_s=time.perf_counter() - start,
         is_global_zero=trainer.is_global_zero,
         warm_start=warm,
+        prefix_cache=None if cache is None else (cache.hits, cache.misses),
     )
+
+
+def _prefix_cache(
+    task: SegmentationTask, runtime: Runtime
+) -> contextlib.AbstractContextManager[FrozenPrefixCache | None]:
+    """The frozen-prefix cache for a fit, where the runtime asks for it.
+
+    Not with a compiled encoder: the cache's lookups would break the compiled graph.
+    """
+    if not runtime.prefix_cache or runtime.compile:
+        return contextlib.nullcontext()
+    return cached_prefix(task.model)
 
 
 def _warm_start(
