@@ -27,6 +27,7 @@ from autoseg.evaluation import evaluate_model
 from autoseg.folder import PredictorFolder
 from autoseg.labels.problem import Problem
 from autoseg.peft import PEFT_METHODS
+from autoseg.peft.apply import trainable_state_dict
 from autoseg.runtime import resolve_runtime
 from autoseg.training import module
 from autoseg.training.module import SegmentationTask
@@ -122,7 +123,9 @@ def _best_constant_score(split: Split, metric: str) -> float:
     return best
 
 
-def _fit(split: Split, config: Config, folder: Path) -> tuple[float, float, TrainingResult]:
+def _fit(
+    split: Split, config: Config, folder: Path
+) -> tuple[float, float, TrainingResult, torch.nn.Module]:
     """Test score of the seeded untrained model, then of the same model after a fit."""
     metric = METRIC[split.problem.problem_type]
     L.seed_everything(0, verbose=False)
@@ -134,7 +137,7 @@ def _fit(split: Split, config: Config, folder: Path) -> tuple[float, float, Trai
     )
     task = SegmentationTask(model, config.optim, config.loss, metric, config.peft)
     result = run_training(task, datamodule, config, PredictorFolder(folder), verbosity=0)
-    return before, _score(model, split, metric, config), result
+    return before, _score(model, split, metric, config), result, model
 
 
 def _no_op_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
@@ -146,13 +149,45 @@ def _no_op_optimizer(model: torch.nn.Module, optim) -> torch.optim.AdamW:
 @pytest.mark.parametrize("problem_type", ["binary", "multiclass"])
 def test_short_fit_beats_the_untrained_model(problem_type, method, splits, tmp_path):
     split = splits[problem_type]
-    before, after, _ = _fit(split, _config(problem_type, method), tmp_path)
+    before, after, _, _ = _fit(split, _config(problem_type, method), tmp_path)
     constant = _best_constant_score(split, METRIC[problem_type])
     assert after >= max(before, constant) + MARGIN, (before, constant, after)
 
 
 def test_a_no_op_optimiser_fails_the_learning_criterion(splits, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "make_optimizer", _no_op_optimizer)
-    before, after, _ = _fit(splits["binary"], _config("binary", "lora"), tmp_path)
+    before, after, _, _ = _fit(splits["binary"], _config("binary", "lora"), tmp_path)
     assert after == before
     assert after < before + MARGIN
+
+
+def _scripted_validation(monkeypatch, scores: list[float]) -> list[dict[str, torch.Tensor]]:
+    """Make validation report ``scores[epoch]``; return the weights each validation saw."""
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(self: SegmentationTask) -> None:
+        seen.append({k: v.detach().clone() for k, v in trainable_state_dict(self.model).items()})
+        self.log(f"val_{self.eval_metric}", scores[self.trainer.current_epoch])
+
+    monkeypatch.setattr(SegmentationTask, "on_validation_epoch_end", scripted)
+    return seen
+
+
+def test_the_best_validated_weights_come_back_not_the_last(splits, tmp_path, monkeypatch):
+    seen = _scripted_validation(monkeypatch, [0.2, 0.9, 0.1, 0.3])
+    config = _config("binary", "lora", **{"optim.max_epochs": 4})
+    _, _, result, model = _fit(splits["binary"], config, tmp_path)
+    assert (result.best_epoch, result.best_score, len(seen)) == (1, pytest.approx(0.9), 4)
+    model_state = trainable_state_dict(model)
+    best, last = seen[1], seen[3]
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # the weights did move
+    assert all(torch.equal(model_state[k], best[k]) for k in best)
+
+
+def test_early_stopping_ends_the_fit_after_patience_epochs_without_gain(
+    splits, tmp_path, monkeypatch
+):
+    seen = _scripted_validation(monkeypatch, [0.9, 0.5, 0.4, 0.3, 0.2, 0.1] + [0.0] * 14)
+    config = _config("binary", "lora", **{"optim.max_epochs": 20, "optim.patience": 2})
+    _, _, result, _ = _fit(splits["binary"], config, tmp_path)
+    assert len(seen) == 3 and result.best_epoch == 0  # epoch 0, then two without gain
