@@ -66,11 +66,13 @@ def paired_summary(runs: list[dict[str, Any]], factors: list[str]) -> dict[str, 
         by_seed.setdefault(run["seed"], {})[run["gate_factor"]] = run
     first, second = factors
     val_diff = [pair[first]["val"] - pair[second]["val"] for pair in by_seed.values()]
-    test_diff = [pair[first]["test_iou"] - pair[second]["test_iou"] for pair in by_seed.values()]
+    test_diff = [
+        pair[first]["test_score"] - pair[second]["test_score"] for pair in by_seed.values()
+    ]
     means = {
         factor: {
             "val": statistics.fmean(pair[factor]["val"] for pair in by_seed.values()),
-            "test_iou": statistics.fmean(pair[factor]["test_iou"] for pair in by_seed.values()),
+            "test_score": statistics.fmean(pair[factor]["test_score"] for pair in by_seed.values()),
         }
         for factor in factors
     }
@@ -78,9 +80,9 @@ def paired_summary(runs: list[dict[str, Any]], factors: list[str]) -> dict[str, 
         "means": means,
         "difference": f"{first} - {second}",
         "val_differences": val_diff,
-        "test_iou_differences": test_diff,
+        "test_score_differences": test_diff,
         "mean_val_difference": statistics.fmean(val_diff),
-        "mean_test_iou_difference": statistics.fmean(test_diff),
+        "mean_test_score_difference": statistics.fmean(test_diff),
         "chosen_on_val": _choice(statistics.fmean(val_diff), first, second),
     }
 
@@ -113,16 +115,20 @@ def main(argv: list[str] | None = None) -> Path:
                 _common.log(f"bench_gate: {name} seed {seed}: fitting gate_factor={factor}")
                 fit_args = accuracy_args(args, seed, factor)
                 folder = Path(tmp) / f"{name}_{seed}_{factor}"
-                record = bench_accuracy.fit_and_score(fit_args, "conv_lora", train, test, folder)
+                record = bench_accuracy.fit_and_score(
+                    fit_args, "conv_lora", seed, train, test, folder
+                )
                 run = {
                     "seed": seed,
                     "gate_factor": factor,
                     "val": record["best_val_score"],
-                    "test_iou": record["metrics"]["iou"],
+                    "test_score": record["metrics"][record["eval_metric"]],
                     **record,
                 }
                 runs.append(run)
-                _common.log(f"  val {run['val']:.4f} test IoU {run['test_iou']:.4f}")
+                _common.log(
+                    f"  val {run['val']:.4f} test {run['eval_metric']} {run['test_score']:.4f}"
+                )
     result["results"] = runs
     result["summary"] = paired_summary(runs, list(args.factors))
     _common.log(f"bench_gate: {result['summary']}")

@@ -208,3 +208,25 @@ def test_accuracy_with_paired_seeds_reports_intervals(tmp_path):
     assert paired["pairs"] == 2 and paired["mean"] == pytest.approx(expected)
     text = report.main([str(tmp_path / "out")])
     assert "vs best [95 % interval]" in text and "lora - decoder_only:" in text
+
+
+def test_gate_pairs_both_factors_per_seed(tmp_path):
+    import bench_gate
+
+    from autoseg.data.synthetic import make_synthetic_binary
+
+    make_synthetic_binary(tmp_path / "d", n_images=6, size=(40, 56), split_test=2, seed=0)
+    path = bench_gate.main(
+        ["--data", str(tmp_path / "d"), "--backbone", "vit_tiny", "--image-size", "64"]
+        + ["--max-steps", "1", "--seeds", "0", "1", "--batch-size", "4"]
+        + ["--effective-batch-size", "4", "--threads", "1", "--out", str(tmp_path / "out")]
+    )
+    result = _load(path)
+    pairs = [(r["seed"], r["gate_factor"]) for r in result["results"]]
+    assert pairs == [
+        (0, "straight_through"),
+        (0, "clean_prob"),
+        (1, "clean_prob"),
+        (1, "straight_through"),
+    ]
+    assert len(result["summary"]["test_score_differences"]) == 2
