@@ -167,7 +167,8 @@ def resolve_runtime(env: EnvConfig, inference: bool = False) -> Runtime:
         num_threads=auto_threads(env.num_threads, load_aware=LOAD_AWARE_TRAINING and not inference),
         num_workers=auto_workers(env.num_workers, accelerator),
         compile=bool(env.compile),  # None (auto): off everywhere, see the module notes
-        prefix_cache=not inference
+        # Not with a compiled encoder: the cache's lookups would break the compiled graph.
+        prefix_cache=not (inference or env.compile)
         and (accelerator == "cpu" if env.prefix_cache is None else env.prefix_cache),
     )
 

@@ -216,13 +216,8 @@ def run_training(
 def _prefix_cache(
     task: SegmentationTask, runtime: Runtime
 ) -> contextlib.AbstractContextManager[FrozenPrefixCache | None]:
-    """The frozen-prefix cache for a fit, where the runtime asks for it.
-
-    Not with a compiled encoder: the cache's lookups would break the compiled graph.
-    """
-    if not runtime.prefix_cache or runtime.compile:
-        return contextlib.nullcontext()
-    return cached_prefix(task.model)
+    """The frozen-prefix cache for a fit, where the runtime asks for it."""
+    return cached_prefix(task.model) if runtime.prefix_cache else contextlib.nullcontext()
 
 
 def _warm_start(
