@@ -130,6 +130,17 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def prepare_like_a_run(model: Any, device: str) -> Any:
+    """Give ``model`` the memory format a fit or ``predict`` gives it on ``device``.
+
+    ``Runtime.prepare`` is the one place that policy lives (channels-last conv weights on
+    the CPU); compilation stays off, as its own benchmark measures it.
+    """
+    from autoseg.runtime import Runtime
+
+    return Runtime("gpu" if device == "cuda" else "cpu", "32-true").prepare(model)
+
+
 def set_threads(threads: int) -> int:
     """Set torch's CPU threads (0 = leave torch's default, all cores); return the count used."""
     import torch

@@ -91,7 +91,7 @@ def measure(
         }
     )
     model, _ = build_model(config, 1, pretrained=False)
-    model.train()
+    _common.prepare_like_a_run(model.train(), "cpu")
     optimizer = make_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(0)
     shape = (batch_size, 3, image_size, image_size)

@@ -73,7 +73,7 @@ def measure_training(size: int, batch: int, steps: int, seed: int) -> dict[str, 
 
     config = Config().with_overrides({"model.backbone": "lite", "data.image_size": size})
     model, _ = build_model(config, 1, pretrained=True)
-    model.train()
+    _common.prepare_like_a_run(model.train(), "cpu")
     optimizer = make_optimizer(model, config.optim)
     generator = torch.Generator().manual_seed(seed)
     images = (torch.rand((batch, 3, size, size), generator=generator) * 255).round()

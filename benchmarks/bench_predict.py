@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
-        help="auto = bf16 autocast on CUDA, fp32 on CPU (as predict does)",
+        help="auto = what predict uses for a model trained in mixed precision (the CPU "
+        "preset's default): bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
     )
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     _common.add_run_options(parser, "image size")
@@ -204,16 +205,20 @@ def _model_record(args: argparse.Namespace) -> tuple[str, str, list[int]]:
     return config["model"]["backbone"], config["peft"]["method"], [size]
 
 
+def _predict_precision(device: str) -> str:
+    """The precision ``predict`` runs a mixed-precision model in on ``device``."""
+    from autoseg.runtime import cpu_has_native_bf16
+
+    return "bf16" if device == "cuda" or cpu_has_native_bf16() else "fp32"
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark and write ``predict_<backbone>_<sizes>_<timestamp>.json``."""
     args = parse_args(argv)
     device = _common.resolve_device(args.device)
     precision = args.precision
     if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
-    if precision == "bf16" and device == "cpu":
-        _common.log("bench_predict: iter_probabilities autocasts on CUDA only; CPU runs fp32")
-        precision = "fp32"
+        precision = _predict_precision(device)
     backbone, method, sizes = _model_record(args)
     settings = {
         "model": str(args.model) if args.model else None,

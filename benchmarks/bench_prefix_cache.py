@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         {"model.backbone": args.backbone, "data.image_size": args.image_size}
     )
     model, _ = build_model(config, 1, pretrained=args.pretrained)
-    model.train()
+    _common.prepare_like_a_run(model.train(), "cpu")
     optimizer = make_optimizer(model, config.optim)
     weight = balance_loss_weight(config.peft)
     generator = torch.Generator().manual_seed(0)

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
     load_start = list(_load_average())
     config = Config().with_overrides({"model.backbone": "lite", "data.image_size": args.image_size})
     model, _ = build_model(config, 1, pretrained=True)
-    model.train()
+    _common.prepare_like_a_run(model.train(), "cpu")
     optimizer = make_optimizer(model, config.optim)
     dtype = _common.autocast_dtype(args.precision)
     pairs = list(itertools.product(args.workers, args.threads))

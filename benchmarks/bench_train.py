@@ -163,7 +163,7 @@ def measure_method(
     with _common.track_peak_memory(device) as memory:
         start = time.perf_counter()
         model, _ = build_model(config, 1, pretrained=pretrained)
-        model.to(device).train()
+        _common.prepare_like_a_run(model.to(device).train(), device)
         build_s = time.perf_counter() - start
         optimizer = make_optimizer(model, config.optim)
         images, target = random_batch(batch_size, image_size, seed, device)

@@ -206,3 +206,28 @@ def test_tiny_vit_mask_matches_explicit(window: int) -> None:
     for got, ref in zip(results["mask"], results["explicit"], strict=True):
         assert (got - ref).abs().max() < TOL
     assert set_attention_kernel(torch.nn.Sequential(attn), "augmented") == 0
+
+
+def test_tiny_vit_auto_kernel_is_explicit_in_training_and_fused_in_eval(monkeypatch) -> None:
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=32, num_heads=2, window_size=7)
+    assert attn.kernel == "auto"
+    with torch.no_grad():
+        attn.attention_biases.normal_()
+    x = torch.randn(5, 49, 32)
+    masks = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        masks.append(kwargs.get("attn_mask"))
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    trained = attn.train()(x)
+    assert masks == []  # training on the CPU: the explicit form, no SDPA call
+    evaluated = attn.eval()(x)
+    # A 3-D mask would send SDPA to its slow math path; the fused CPU kernel needs 4-D.
+    assert len(masks) == 1 and masks[0].dim() == 4
+    assert (trained - evaluated).abs().max() < TOL
+    with torch.no_grad():
+        assert (attn(x) - evaluated).abs().max() < TOL

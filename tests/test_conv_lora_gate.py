@@ -215,3 +215,19 @@ def test_saved_config_without_gate_factor_loads_the_default() -> None:
     old = Config().to_dict()
     del old["peft"]["gate_factor"]
     assert Config.from_dict(old).peft.gate_factor == ConvLoRAConfig().gate_factor
+
+
+def test_kept_resize_matrices_serve_prediction_then_training():
+    import torch.nn.functional as F  # noqa: PLC0415, N812
+
+    from autoseg.peft.conv_lora import bicubic_resize  # noqa: PLC0415
+
+    z = torch.randn(2, 3, 5, 9)
+    expected = F.interpolate(z, size=(35, 63), mode="bicubic", align_corners=False)
+    with torch.inference_mode():  # the first use of this size keeps its matrices
+        assert torch.allclose(bicubic_resize(z, (35, 63)), expected, atol=1e-5)
+    trained = z.clone().requires_grad_(True)
+    out = bicubic_resize(trained, (35, 63))
+    out.sum().backward()  # an inference tensor saved for backward would raise here
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert trained.grad is not None and trained.grad.abs().sum() > 0

@@ -247,3 +247,21 @@ def test_demo_trains_its_step_budget_and_warns_when_the_cap_cuts_it(
     assert len(cut) == int(warns)
     if warns:
         assert "after 3 of 7 steps" in str(cut[0].message)
+
+
+def test_prepare_stores_conv_weights_channels_last_on_the_cpu():
+    from autoseg.builder import build_model  # noqa: PLC0415
+    from autoseg.config import Config  # noqa: PLC0415
+
+    config = Config().with_overrides({"model.backbone": "lite_tiny", "data.image_size": 64})
+    model, _ = build_model(config, 1, pretrained=False)
+    params = list(model.parameters())
+    values = [p.detach().clone() for p in params]
+    prepared = Runtime("cpu", "32-true").prepare(model)
+    assert prepared is model
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    # Same parameter objects and values: an optimiser made before keeps working.
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert all(torch.equal(v, p) for v, p in zip(values, model.parameters(), strict=True))
+    assert not Runtime("gpu", "bf16-mixed").channels_last

@@ -7,6 +7,7 @@ Model", ICLR 2024. For ``z = A(x)`` on the token map (NHWC),
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from autoseg.peft.gate import GATE_FACTORS, NoisyTopOneGate, Routing
 from autoseg.peft.lora import LoRALinear, autocast_active, wrap_qkv_layers
@@ -77,9 +79,34 @@ def bicubic_resize(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     """
     dtype = torch.promote_types(z.dtype, torch.float32)
-    rows = bicubic_resize_matrix(z.shape[-2], size[0], z.device, dtype)
-    cols = bicubic_resize_matrix(z.shape[-1], size[1], z.device, dtype)
+    rows = _resize_matrix(z, z.shape[-2], size[0], dtype)
+    cols = _resize_matrix(z, z.shape[-1], size[1], dtype)
     return rows @ z @ cols.T
+
+
+def _resize_matrix(
+    z: torch.Tensor, size_in: int, size_out: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The resize matrix for ``z``, kept per size on the CPU.
+
+    Rebuilding it per expert call was a tenth of Conv-LoRA's extra operations. Fake, traced
+    and compiled inputs rebuild it, so no graph or fake mode captures the kept tensor.
+    """
+    kept = (
+        z.device.type == "cpu"
+        and not isinstance(z, FakeTensor)
+        and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    )
+    if kept:
+        return _cpu_resize_matrix(size_in, size_out, dtype)
+    return bicubic_resize_matrix(size_in, size_out, z.device, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _cpu_resize_matrix(size_in: int, size_out: int, dtype: torch.dtype) -> torch.Tensor:
+    # Outside inference mode, so the same tensor can be saved for a later training backward.
+    with torch.inference_mode(False), torch.no_grad():
+        return bicubic_resize_matrix(size_in, size_out, torch.device("cpu"), dtype)
 
 
 class ConvExpert(nn.Module):
@@ -135,7 +162,12 @@ class ConvExpert(nn.Module):
         height, width = z.shape[-2:]
         if self.scale > 1:
             z = bicubic_resize(z, (height * self.scale, width * self.scale))
-        y = F.gelu(self.conv(z))
+        if z.device.type == "cpu":
+            # oneDNN's rank-r conv backward is 2-3x faster channels-last, and GELU's backward
+            # is fastest on contiguous NCHW (measured, 1 thread: scale 8 expert 8.9 -> 3.9 ms).
+            y = F.gelu(self.conv(z.contiguous(memory_format=torch.channels_last)).contiguous())
+        else:
+            y = F.gelu(self.conv(z))
         if self.scale > 1:
             y = bicubic_resize(y, (height, width))
         return y

@@ -228,6 +228,7 @@ def prompted_window_attention(
     )
     bias = attn.attention_biases[:, attn.attention_bias_idxs].to(q.dtype)
     bias = F.pad(bias, (0, prompts.shape[0]))  # the learned offset bias has no prompt entry
+    bias = bias[None]  # a 3-D mask would push SDPA off its fused CPU kernel (see tiny_vit)
     keys, values = torch.cat([k, prompt_k], dim=2), torch.cat([v, prompt_v], dim=2)
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
     return attn.proj(out.transpose(1, 2).reshape(b, n, c))
