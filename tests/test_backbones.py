@@ -479,3 +479,23 @@ def test_build_pretrained_vit_offline_fails_cleanly():
 def test_random_backbone_has_no_checkpoint():
     with pytest.raises(ValueError, match="random"):
         resolve_checkpoint(pretrained_weights("vit_tiny"))
+
+
+def test_conv_bn_folds_an_eval_batch_norm_into_the_conv():
+    from torch import nn  # noqa: PLC0415
+
+    from autoseg.models.tiny_vit import ConvBN  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    layer = ConvBN(4, 6, kernel_size=3, padding=1, groups=2)
+    with torch.no_grad():
+        for tensor in (layer.bn.weight, layer.bn.bias, layer.bn.running_mean):
+            tensor.normal_()
+        layer.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 4, 9, 9)
+    layer.eval()
+    unfolded = nn.Sequential.forward(layer, x)
+    folded = layer(x)
+    assert (folded - unfolded).abs().max() < 1e-5
+    layer.train()  # batch statistics: nothing to fold, the plain path runs
+    assert torch.equal(layer(x), nn.Sequential.forward(layer, x))

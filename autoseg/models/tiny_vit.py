@@ -27,6 +27,10 @@ __all__ = ["ConvBN", "TinyViT", "TinyViTBlock", "WindowAttention"]
 class ConvBN(nn.Sequential):
     """Bias-free ``Conv2d`` (child ``c``) followed by ``BatchNorm2d`` (child ``bn``).
 
+    With the batch norm in eval mode (a ``SamSegmenter`` keeps it there, see its ``train``)
+    it is a per-channel affine map, so it is folded into the conv's weight and bias: one
+    conv instead of a conv and a pass over its output, the same result to float rounding.
+
     Example:
         >>> ConvBN(3, 8, kernel_size=3, stride=2, padding=1)(torch.zeros(1, 3, 8, 8)).shape
         torch.Size([1, 8, 4, 4])
@@ -50,6 +54,23 @@ class ConvBN(nn.Sequential):
         self.bn = nn.BatchNorm2d(out_chans)
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv then batch norm; folded into one conv while the batch norm is in eval mode."""
+        bn, conv, after = self.bn, self.c, None
+        wrapped = getattr(bn, "base", None)
+        if not isinstance(bn, nn.BatchNorm2d) and isinstance(wrapped, nn.BatchNorm2d):
+            # An adapter around the norm (SSF's layer) transforms its output: fold the norm
+            # and apply the adapter's own transform after.
+            bn, after = wrapped, getattr(self.bn, "scale_shift", None)
+        foldable = type(bn) is nn.BatchNorm2d and not bn.training and bn.running_var is not None
+        if not foldable or (bn is not self.bn and after is None):
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y if after is None else after(y)
 
 
 class _PatchEmbed(nn.Module):

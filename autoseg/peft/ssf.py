@@ -93,7 +93,10 @@ class SSFLayer(nn.Module):
             The op's output, transformed, in the op's output dtype.
 
         """
-        y = self.base(*args, **kwargs)
+        return self.scale_shift(self.base(*args, **kwargs))
+
+    def scale_shift(self, y: torch.Tensor) -> torch.Tensor:
+        """The learned per-channel transform of an output of the op, in its dtype."""
         shape = (-1,) if self.channel_dim == -1 else (-1, 1, 1)
         scale, shift = self.ssf_scale.view(shape), self.ssf_shift.view(shape)
         return torch.addcmul(shift, y, scale).to(y.dtype)
